@@ -1,0 +1,200 @@
+"""Dynamic batching: many requests' images, one ONNX Runtime call.
+
+One asyncio consumer takes the first waiting image, then keeps taking until the batch
+is full or ``max_delay_s`` has passed since it took that first one; stacks them; runs
+the model in a dedicated worker thread; hands each image its rows. Every future is
+resolved, even when the batch fails. Back-pressure is part of the API: a submission
+that would overfill the queue is refused at once (:class:`QueueFull`), whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger("service.batcher")
+
+RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+class QueueFull(Exception):
+    """The queue cannot take this request's images now."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is draining for shutdown and takes no new work."""
+
+
+class DeadlineExceeded(Exception):
+    """The image waited past its request's deadline and was dropped before inference."""
+
+
+class BatchFailed(Exception):
+    """The model raised while running the batch this image was in."""
+
+
+@dataclass
+class WorkItem:
+    image: np.ndarray
+    future: asyncio.Future[Rows]
+    deadline: float  # loop.time() after which the image is not worth running
+
+
+@dataclass
+class BatcherStats:
+    """Counters since start; exported by /v1/models and /metrics."""
+
+    images: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    rejected_queue_full: int = 0
+    dropped_expired: int = 0
+    dropped_cancelled: int = 0
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    inference_seconds: float = 0.0
+
+
+class DynamicBatcher:
+    """Collects images from concurrent requests into batches for ``run_batch``."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self.stats = BatcherStats()
+        self._queue: collections.deque[WorkItem] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._consumer: asyncio.Task[None] | None = None
+        # One thread: one batch in flight; ORT parallelises inside the call.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the consumer task on the running loop."""
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
+
+    def submit(self, images: Sequence[np.ndarray], deadline: float) -> list[asyncio.Future[Rows]]:
+        """Queue a request's images together; all or none (raises QueueFull/BatcherClosed)."""
+        if self._closing:
+            raise BatcherClosed("the service is shutting down")
+        if len(self._queue) + len(images) > self.max_queue:
+            self.stats.rejected_queue_full += 1
+            raise QueueFull(f"{len(self._queue)} images queued (limit {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Rows]] = []
+        for image in images:
+            future: asyncio.Future[Rows] = loop.create_future()
+            self._queue.append(WorkItem(image, future, deadline))
+            futures.append(future)
+        self._wakeup.set()
+        return futures
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop taking work, run what is queued and in flight, then stop (graceful drain)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._consumer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._consumer), timeout_s)
+            except asyncio.TimeoutError:
+                logger.warning("drain did not finish in %.1fs; cancelling", timeout_s)
+                self._consumer.cancel()
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed("the service shut down"))
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _consume(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch is None:
+                return
+            if batch:
+                await self._run(batch)
+
+    async def _collect(self) -> list[WorkItem] | None:
+        """Wait for a first item, then fill until full or the delay since it has passed."""
+        while not self._queue:
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        batch = [self._queue.popleft()]
+        closes_at = loop.time() + self.max_delay_s
+        while len(batch) < self.max_batch_size:
+            if self._queue:
+                batch.append(self._queue.popleft())
+                continue
+            remaining = closes_at - loop.time()
+            if remaining <= 0 or self._closing:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self._live(batch, loop.time())
+
+    def _live(self, batch: list[WorkItem], now: float) -> list[WorkItem]:
+        """Drop items nobody waits for any more: cancelled (client gone) or past deadline."""
+        live = []
+        for item in batch:
+            if item.future.done():
+                self.stats.dropped_cancelled += 1
+            elif now > item.deadline:
+                self.stats.dropped_expired += 1
+                item.future.set_exception(DeadlineExceeded("waited past the request deadline"))
+            else:
+                live.append(item)
+        return live
+
+    async def _run(self, batch: list[WorkItem]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            stacked = np.stack([item.image for item in batch])
+            probabilities, features = await loop.run_in_executor(
+                self._executor, self._run_batch, stacked
+            )
+            if len(probabilities) != len(batch) or len(features) != len(batch):
+                raise RuntimeError(
+                    f"model returned {len(probabilities)}/{len(features)} rows for "
+                    f"{len(batch)} images"
+                )
+        except Exception as exc:  # every caller gets an answer, even when the batch fails
+            logger.exception("batch of %d failed", len(batch))
+            self.stats.failed_batches += 1
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(BatchFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        elapsed = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.images += len(batch)
+        self.stats.batch_sizes[len(batch)] += 1
+        self.stats.inference_seconds += elapsed
+        for row, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result((probabilities[row], features[row]))

@@ -1,0 +1,133 @@
+"""The error envelope: every failure is ``{"error": {"code", "message"}}`` with its status.
+
+Services raise :class:`ServiceError` subclasses; the handlers registered by
+:func:`install_error_handlers` turn them, FastAPI's validation errors and any
+unexpected exception into the envelope, so no client ever sees a bare 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("service.errors")
+
+
+class ServiceError(Exception):
+    """A failure with an HTTP status, a snake_case code and a message that says what to do."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class InvalidImage(ServiceError):
+    status_code, code = 400, "invalid_image"
+
+
+class EmptyFile(ServiceError):
+    status_code, code = 400, "empty_file"
+
+
+class UploadTooLarge(ServiceError):
+    status_code, code = 413, "upload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status_code, code = 413, "image_too_large"
+
+
+class TooManyFiles(ServiceError):
+    status_code, code = 413, "too_many_files"
+
+
+class UnsupportedMedia(ServiceError):
+    status_code, code = 415, "unsupported_media_type"
+
+
+class InvalidParameter(ServiceError):
+    status_code, code = 422, "invalid_parameter"
+
+
+class Unauthorized(ServiceError):
+    status_code, code = 401, "unauthorized"
+
+
+class Overloaded(ServiceError):
+    status_code, code = 503, "overloaded"
+
+
+class NotReady(ServiceError):
+    status_code, code = 503, "not_ready"
+
+
+class ShuttingDown(ServiceError):
+    status_code, code = 503, "shutting_down"
+
+
+class RequestTimeout(ServiceError):
+    status_code, code = 504, "timeout"
+
+
+class ClientClosedRequest(ServiceError):
+    # nginx's convention: logged and counted, though nobody is left to read it.
+    status_code, code = 499, "client_closed_request"
+
+
+class InferenceFailed(ServiceError):
+    status_code, code = 500, "inference_failed"
+
+
+def error_response(
+    status_code: int, code: str, message: str, retry_after_s: int | None = None
+) -> JSONResponse:
+    """The envelope as a response; 503s carry ``Retry-After``."""
+    headers = {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    if status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.retry_after_s)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for item in exc.errors():
+        where = ".".join(str(part) for part in item["loc"] if part not in ("body", "query"))
+        given = f" (got {item['input']!r})" if item.get("input") not in (None, {}) else ""
+        problems.append(f"{where}: {item['msg']}{given}")
+    return error_response(422, "invalid_parameter", "; ".join(problems))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "unexpected server error; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through the envelope."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

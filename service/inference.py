@@ -1,0 +1,197 @@
+"""Request-level inference: uploads → decoded arrays → batcher → rows, with every guard.
+
+The routers call :meth:`InferenceService.infer` and format the rows; everything that
+can go wrong on the way (not ready, too many files, bad image, full queue, deadline,
+client gone, shutdown) is decided here and raised as a ServiceError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from service.batcher import (
+    BatcherClosed,
+    BatchFailed,
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+    Rows,
+)
+from service.config import Settings
+from service.errors import (
+    ClientClosedRequest,
+    InferenceFailed,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+    ServiceError,
+    ShuttingDown,
+    TooManyFiles,
+)
+from service.preprocess import Preprocessor
+from service.runtime import ModelRuntime
+
+logger = logging.getLogger("service.inference")
+
+NOT_READY_RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+class InferenceService:
+    """Owns the runtime, the decode pool and the batcher for one model."""
+
+    def __init__(self, runtime: ModelRuntime, settings: Settings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.card = runtime.card
+        self.preprocess = Preprocessor.for_card(runtime.card, settings.max_pixels)
+        self.batcher = DynamicBatcher(
+            runtime.run,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            max_queue=settings.max_queue,
+        )
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_workers, thread_name_prefix="decode"
+        )
+        self.ready = False
+        self.warmup_seconds: dict[int, float] = {}
+        self._warmup: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start batching, and warm up in the background (``/readyz`` waits for it)."""
+        self.batcher.start()
+        self._warmup = asyncio.get_running_loop().create_task(self._warm_up(), name="warm-up")
+
+    async def _warm_up(self) -> None:
+        sizes = self.runtime.warm_up_sizes(self.settings.max_batch_size)
+        self.warmup_seconds = await asyncio.to_thread(self.runtime.warm_up, sizes)
+        self.ready = True
+        logger.info(
+            "warm-up done (batch sizes %s: %s); ready",
+            sizes, ", ".join(f"{s:.2f}s" for s in self.warmup_seconds.values()),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Drain: finish queued and in-flight work, then release threads."""
+        self.ready = False
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        await self.batcher.close(timeout_s=self.settings.request_timeout_s)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def infer(self, uploads: list[Upload], request: Request) -> list[Rows]:
+        """Rows (probabilities, features) for each upload, in upload order."""
+        if not self.ready:
+            raise NotReady(
+                "the model is still loading/warming up; retry shortly",
+                retry_after_s=NOT_READY_RETRY_AFTER_S,
+            )
+        if len(uploads) > self.settings.max_files:
+            raise TooManyFiles(
+                f"{len(uploads)} files in one request; the limit is {self.settings.max_files} "
+                "(XCEPTION_MAX_FILES)"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_timeout_s
+        self._check_capacity(len(uploads))  # refuse before spending decode time
+        images = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._decode_pool, self.preprocess, u.data, u.filename)
+                for u in uploads
+            )
+        )
+        try:
+            futures = self.batcher.submit(images, deadline)
+        except QueueFull as exc:
+            raise self._overloaded(str(exc)) from exc
+        except BatcherClosed as exc:
+            raise ShuttingDown(f"{exc}; retry on another replica", retry_after_s=1) from exc
+        return await self._await_rows(futures, deadline, request)
+
+    async def _await_rows(
+        self, futures: list[asyncio.Future[Rows]], deadline: float, request: Request
+    ) -> list[Rows]:
+        loop = asyncio.get_running_loop()
+        rows = asyncio.gather(*futures)
+        gone = loop.create_task(_wait_for_disconnect(request))
+        waiting: set[asyncio.Future[Any]] = {rows, gone}
+        try:
+            await asyncio.wait(
+                waiting, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if rows.done():
+                return list(rows.result())
+            for future in futures:
+                future.cancel()  # queued images are skipped by the batcher
+            if gone.done():
+                raise ClientClosedRequest("the client disconnected before its result was ready")
+            raise RequestTimeout(
+                f"no result within {self.settings.request_timeout_s:g}s "
+                "(XCEPTION_REQUEST_TIMEOUT_S); the service is busy, retry later"
+            )
+        except DeadlineExceeded as exc:
+            raise RequestTimeout(f"{exc} ({self.settings.request_timeout_s:g}s)") from exc
+        except BatchFailed as exc:
+            raise InferenceFailed(f"inference failed for this batch: {exc}") from exc
+        except BatcherClosed as exc:
+            raise ShuttingDown(str(exc), retry_after_s=1) from exc
+        finally:
+            gone.cancel()
+            if not rows.done():
+                rows.cancel()
+
+    def _check_capacity(self, count: int) -> None:
+        if self.batcher.queue_depth + count > self.settings.max_queue:
+            self.batcher.stats.rejected_queue_full += 1
+            raise self._overloaded(
+                f"{self.batcher.queue_depth} images queued (limit {self.settings.max_queue})"
+            )
+
+    def _overloaded(self, detail: str) -> ServiceError:
+        return Overloaded(
+            f"the queue is full ({detail}, XCEPTION_MAX_QUEUE); retry after the Retry-After "
+            "delay or add replicas",
+            retry_after_s=self.retry_after_s(),
+        )
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely drained, from the measured time per image."""
+        stats = self.batcher.stats
+        per_image = stats.inference_seconds / stats.images if stats.images else 0.1
+        return max(1, math.ceil(self.batcher.queue_depth * per_image))
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """Returns when the client has gone (after the body was read, receive() waits for that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """(index, score) of the k largest probabilities, descending (ties: lower index first)."""
+    k = min(k, probabilities.shape[0])
+    candidates = np.argpartition(-probabilities, k - 1)[:k]
+    order = sorted(candidates.tolist(), key=lambda i: (-float(probabilities[i]), i))
+    return [(int(i), float(probabilities[i])) for i in order]
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Unit-length vector (a zero vector stays zero)."""
+    norm = float(np.linalg.norm(features))
+    return features / norm if norm > 0 else features

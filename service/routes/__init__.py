@@ -1,0 +1,1 @@
+"""HTTP routes: thin; parameters in, :mod:`service.inference` does the work."""

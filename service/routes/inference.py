@@ -1,0 +1,72 @@
+"""``POST /classify`` and ``POST /features``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from service.deps import ServiceDep, UploadsDep, require_api_key
+from service.errors import InvalidParameter
+from service.inference import l2_normalize, top_k
+from service.schemas import (
+    ClassifyResponse,
+    ClassifyResult,
+    ErrorResponse,
+    FeaturesResponse,
+    FeaturesResult,
+    ModelRef,
+    Prediction,
+)
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 499, 500, 503, 504)}
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS)  # type: ignore[arg-type]
+
+
+@router.post("/classify", response_model=ClassifyResponse)
+async def classify(
+    request: Request,
+    service: ServiceDep,
+    uploads: UploadsDep,
+    k: Annotated[int, Query(alias="top_k", ge=1, description="predictions per image")] = 5,
+) -> ClassifyResponse:
+    """Top-k labels for each uploaded image, in upload order."""
+    if k > service.card.num_classes:
+        raise InvalidParameter(f"top_k={k} must be between 1 and {service.card.num_classes}")
+    rows = await service.infer(uploads, request)
+    labels = service.card.labels
+    return ClassifyResponse(
+        model=ModelRef(name=service.card.name, version=service.card.version),
+        results=[
+            ClassifyResult(
+                filename=upload.filename,
+                predictions=[
+                    Prediction(label=labels[i], index=i, score=score)
+                    for i, score in top_k(probabilities, k)
+                ],
+            )
+            for upload, (probabilities, _) in zip(uploads, rows, strict=True)
+        ],
+    )
+
+
+@router.post("/features", response_model=FeaturesResponse)
+async def features(
+    request: Request,
+    service: ServiceDep,
+    uploads: UploadsDep,
+    normalize: Annotated[bool, Query(description="L2-normalise each vector")] = False,
+) -> FeaturesResponse:
+    """The pooled bottleneck features (2048-d for Xception) of each image, in upload order."""
+    rows = await service.infer(uploads, request)
+    return FeaturesResponse(
+        model=ModelRef(name=service.card.name, version=service.card.version),
+        dim=service.card.num_features,
+        results=[
+            FeaturesResult(
+                filename=upload.filename,
+                features=(l2_normalize(vector) if normalize else vector).tolist(),
+            )
+            for upload, (_, vector) in zip(uploads, rows, strict=True)
+        ],
+    )

@@ -1,0 +1,82 @@
+"""Operations endpoints: liveness, readiness, the model and runtime, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.config import Settings
+from service.deps import ServiceDep, get_settings, require_api_key
+from service.errors import NotReady
+from service.inference import NOT_READY_RETRY_AFTER_S
+from service.schemas import ModelsResponse, Status
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Status)
+async def healthz() -> Status:
+    """200 while the process is alive."""
+    return Status(status="ok")
+
+
+@router.get("/readyz", response_model=Status)
+async def readyz(service: ServiceDep) -> Status:
+    """200 once the model is loaded and warmed up; 503 before (and while draining)."""
+    if not service.ready:
+        raise NotReady(
+            "the model is not loaded and warmed up yet", retry_after_s=NOT_READY_RETRY_AFTER_S
+        )
+    return Status(status="ready")
+
+
+@router.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(require_api_key)])
+async def models(
+    service: ServiceDep, settings: Annotated[Settings, Depends(get_settings)]
+) -> ModelsResponse:
+    """The model card plus the live runtime: provider, batching settings, counters."""
+    stats = service.batcher.stats
+    card = service.card.model_dump(mode="json", exclude_none=True)
+    return ModelsResponse(
+        card=card,
+        runtime={
+            "provider": service.runtime.provider,
+            "model_file": str(service.runtime.path),
+            "ready": service.ready,
+            "warmup_seconds": service.warmup_seconds,
+            "batching": {
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_delay_ms": settings.max_batch_delay_ms,
+                "max_queue": settings.max_queue,
+                "request_timeout_s": settings.request_timeout_s,
+            },
+            "threads": {
+                "ort_intra_op": settings.intra_op_threads,
+                "decode": settings.decode_workers,
+            },
+            "limits": {
+                "max_upload_mb": settings.max_upload_mb,
+                "max_pixels": settings.max_pixels,
+                "max_files": settings.max_files,
+            },
+            "counters": {
+                "queue_depth": service.batcher.queue_depth,
+                "images": stats.images,
+                "batches": stats.batches,
+                "failed_batches": stats.failed_batches,
+                "rejected_queue_full": stats.rejected_queue_full,
+                "dropped_expired": stats.dropped_expired,
+                "dropped_cancelled": stats.dropped_cancelled,
+                "batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())},
+                "mean_batch_size": stats.images / stats.batches if stats.batches else 0.0,
+            },
+        },
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,153 @@
+"""The ONNX Runtime session: load the model and its card, pick the provider, warm up.
+
+Provider choice: ``auto`` asks the CUDA driver directly whether a GPU exists before
+asking ONNX Runtime for the CUDA EP, so a CPU host logs one calm line instead of the
+GPU build's stack of "failed to load library" errors; ``cuda`` refuses to start
+without a working CUDA EP; ``cpu`` never tries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from service.model_card import (
+    INPUT_NAME,
+    METADATA_CARD_KEY,
+    OUTPUT_NAMES,
+    ModelCard,
+)
+
+logger = logging.getLogger("service.runtime")
+
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+class ModelLoadError(RuntimeError):
+    """The model file or the requested device cannot be used; the service must not start."""
+
+
+def cuda_device_count() -> tuple[int, str]:
+    """GPUs the CUDA driver sees, with the reason when none (no ORT involved, no noise)."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no NVIDIA driver (libcuda.so.1 not found)"
+    if libcuda.cuInit(0) != 0:
+        return 0, "the NVIDIA driver failed to initialise (cuInit)"
+    count = ctypes.c_int(0)
+    if libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return 0, "the NVIDIA driver sees no GPU"
+    return count.value, f"{count.value} GPU(s)"
+
+
+def read_card(path: Path) -> ModelCard:
+    """The card embedded in ``path`` (an .onnx file written by xception-export)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    meta = ort.InferenceSession(str(path), options, providers=[CPU_EP]).get_modelmeta()
+    raw = meta.custom_metadata_map.get(METADATA_CARD_KEY)
+    if raw is None:
+        raise ModelLoadError(
+            f"{path} has no '{METADATA_CARD_KEY}' metadata: export it with xception-export"
+        )
+    return ModelCard.model_validate(json.loads(raw))
+
+
+class ModelRuntime:
+    """One ORT session over a self-describing model; :meth:`run` is thread-safe."""
+
+    def __init__(
+        self,
+        path: Path,
+        device: Literal["auto", "cuda", "cpu"] = "auto",
+        intra_op_threads: int = 1,
+    ) -> None:
+        self.path = path
+        try:
+            self.card = read_card(path)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # ORT says "invalid protobuf" etc.: name the file instead
+            raise ModelLoadError(f"cannot load {path}: {exc}") from exc
+        providers = self._providers(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        if device == "cuda" and self.provider != CUDA_EP:
+            raise ModelLoadError(
+                "XCEPTION_DEVICE=cuda but ONNX Runtime could not create the CUDA execution "
+                "provider (see its log above: CUDA 13 / cuDNN 9 libraries?)"
+            )
+        self._check_signature()
+        logger.info(
+            "loaded %s (%s, %s) on %s, %d intra-op threads",
+            path, self.card.arch, self.card.precision, self.provider, intra_op_threads,
+        )  # fmt: skip
+
+    @staticmethod
+    def _providers(device: str) -> list[str]:
+        if device == "cpu":
+            logger.info("XCEPTION_DEVICE=cpu: using %s", CPU_EP)
+            return [CPU_EP]
+        if CUDA_EP not in ort.get_available_providers():
+            if device == "cuda":
+                raise ModelLoadError(
+                    "XCEPTION_DEVICE=cuda but this ONNX Runtime build has no CUDA execution "
+                    "provider (install onnxruntime-gpu)"
+                )
+            logger.info("this ONNX Runtime build has no CUDA EP: using %s", CPU_EP)
+            return [CPU_EP]
+        count, reason = cuda_device_count()
+        if count == 0:
+            if device == "cuda":
+                raise ModelLoadError(f"XCEPTION_DEVICE=cuda but {reason}")
+            logger.info("CUDA not available (%s): using %s", reason, CPU_EP)
+            return [CPU_EP]
+        if hasattr(ort, "preload_dlls"):
+            # Loads CUDA/cuDNN from the nvidia-* pip wheels when those are what is installed.
+            ort.preload_dlls()
+        return [CUDA_EP, CPU_EP]
+
+    def _check_signature(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
+            raise ModelLoadError(
+                f"{self.path}: inputs {inputs} / outputs {outputs} are not the serving contract "
+                f"([{INPUT_NAME!r}] / {list(OUTPUT_NAMES)})"
+            )
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, 3] → (probabilities [N, C], features [N, D])."""
+        probabilities, features = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        return probabilities, features
+
+    def warm_up(self, batch_sizes: Iterable[int]) -> dict[int, float]:
+        """Run each batch size once (allocations, kernel selection); returns seconds per size."""
+        height, width = self.card.input_size
+        timings = {}
+        for size in batch_sizes:
+            started = time.perf_counter()
+            self.run(np.zeros((size, height, width, 3), dtype=np.uint8))
+            timings[size] = time.perf_counter() - started
+        return timings
+
+    def warm_up_sizes(self, max_batch_size: int) -> list[int]:
+        """Every size on CUDA (cuDNN picks algorithms per shape); 1 and the max on CPU."""
+        if self.provider == CUDA_EP:
+            return list(range(1, max_batch_size + 1))
+        return sorted({1, max_batch_size})

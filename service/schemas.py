@@ -1,0 +1,60 @@
+"""Response bodies (the HTTP API contract in DESIGN.md), as pydantic models for /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    score: float
+
+
+class ClassifyResult(BaseModel):
+    filename: str
+    predictions: list[Prediction]
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    results: list[ClassifyResult]
+
+
+class FeaturesResult(BaseModel):
+    filename: str
+    features: list[float]
+
+
+class FeaturesResponse(BaseModel):
+    model: ModelRef
+    dim: int
+    results: list[FeaturesResult]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Status(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    """The model card plus the live runtime (provider, batching settings, counters)."""
+
+    card: dict[str, Any]
+    runtime: dict[str, Any]
