@@ -1,0 +1,55 @@
+"""Service fixtures: the real app over the exported random-weights model, real images."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def image_bytes(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def make_settings(model: Path, **overrides: Any) -> Settings:
+    """Test settings: CPU, small batches (quick warm-up), everything else as given."""
+    values: dict[str, Any] = {
+        "model": model,
+        "device": "cpu",
+        "max_batch_size": 4,
+        "max_batch_delay_ms": 20,
+        "ort_threads": 2,
+        "decode_threads": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def client(exported_model: Path) -> Iterator[TestClient]:
+    """A ready app with default limits (shared: tests must not change its state)."""
+    with TestClient(create_app(make_settings(exported_model, max_files=8))) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, io.BytesIO, str]]]:
+    """httpx multipart ``files=`` for several parts all named ``file``."""
+    return [("file", (name, io.BytesIO(data), "application/octet-stream")) for name, data in named]

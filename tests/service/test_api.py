@@ -1,0 +1,234 @@
+"""The HTTP API over the real app, model and runtime: results, order, errors, limits."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.model_card import ModelCard
+from service.preprocess import Preprocessor
+from tests.service.conftest import files, image_bytes, make_settings, wait_ready
+from tests.service.test_preprocess import encode, png_header_only
+
+
+class ResponseLike(Protocol):
+    """httpx's and Starlette TestClient's responses (different classes, same shape)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
+
+
+def assert_envelope(response: ResponseLike, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def direct(exported_model: Path) -> tuple[Preprocessor, ort.InferenceSession]:
+    """The same preprocessing and model file, run without the service or batching."""
+    card = ModelCard.model_validate_json((exported_model / "model.json").read_text())
+    session = ort.InferenceSession(
+        str(exported_model / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return Preprocessor.for_card(card, max_pixels=10**9), session
+
+
+@pytest.mark.parametrize("name", ["chelsea.jpg", "coffee.png"])
+def test_classify_matches_onnx_runtime_directly(
+    client: TestClient, direct: tuple[Preprocessor, ort.InferenceSession], name: str
+) -> None:
+    response = client.post("/classify", files=files((name, image_bytes(name))))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "xception", "version": "1"}
+    (result,) = body["results"]
+    assert result["filename"] == name
+    predictions = result["predictions"]
+    assert len(predictions) == 5
+    scores = [p["score"] for p in predictions]
+    assert scores == sorted(scores, reverse=True)
+
+    preprocess, session = direct
+    probabilities = session.run(None, {"image": preprocess(image_bytes(name))[None]})[0][0]
+    want = np.argsort(-probabilities, kind="stable")[:5]
+    assert [p["index"] for p in predictions] == want.tolist()
+    np.testing.assert_allclose(scores, probabilities[want], rtol=1e-5)
+    labels = client.get("/v1/models").json()["card"]["labels"]
+    assert [p["label"] for p in predictions] == [labels[i] for i in want]
+
+
+def test_top_k_bounds(client: TestClient) -> None:
+    upload = files(("cat.jpg", image_bytes("chelsea.jpg")))
+    ok = client.post("/classify?top_k=1000", files=upload)
+    assert ok.status_code == 200 and len(ok.json()["results"][0]["predictions"]) == 1000
+    for bad in ("0", "1001", "abc"):
+        assert_envelope(
+            client.post(f"/classify?top_k={bad}", files=upload), 422, "invalid_parameter"
+        )
+
+
+def test_features(client: TestClient, direct: tuple[Preprocessor, ort.InferenceSession]) -> None:
+    upload = files(("cat.jpg", image_bytes("chelsea.jpg")))
+    raw = client.post("/features", files=upload).json()
+    assert raw["dim"] == 2048
+    vector = np.array(raw["results"][0]["features"])
+    assert vector.shape == (2048,) and np.isfinite(vector).all()
+    preprocess, session = direct
+    want = session.run(None, {"image": preprocess(image_bytes("chelsea.jpg"))[None]})[1][0]
+    np.testing.assert_allclose(vector, want, rtol=1e-5, atol=1e-9)
+
+    unit = np.array(
+        client.post("/features?normalize=true", files=upload).json()["results"][0]["features"]
+    )
+    assert np.linalg.norm(unit) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(unit, vector / np.linalg.norm(vector), rtol=1e-4, atol=1e-9)
+
+
+def test_multi_file_request_keeps_upload_order(client: TestClient) -> None:
+    names = ["coffee.png", "chelsea.jpg", "horse.png", "chessboard_GRAY.png", "chelsea.jpg"]
+    response = client.post("/features", files=files(*((n, image_bytes(n)) for n in names)))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == names
+    single = {
+        n: client.post("/features", files=files((n, image_bytes(n)))).json()["results"][0][
+            "features"
+        ]
+        for n in set(names)
+    }
+    for result in results:
+        np.testing.assert_allclose(
+            result["features"], single[result["filename"]], rtol=1e-5, atol=1e-9
+        )
+
+
+def odd_uploads() -> list[tuple[str, bytes, int, str | None]]:
+    """(name, bytes, expected status, expected error code) for every kind of odd input."""
+    rgba = Image.new("RGBA", (50, 40), (10, 20, 30, 128))
+    palette = Image.new("RGB", (50, 40), (200, 10, 10)).convert("P")
+    sixteen = Image.fromarray(np.full((40, 50), 40000, dtype=np.uint16))
+    stored = Image.new("RGB", (60, 40), (0, 128, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return [
+        ("empty.jpg", b"", 400, "empty_file"),
+        ("notes.txt", b"hello, I am text\n", 415, "unsupported_media_type"),
+        ("truncated.jpg", image_bytes("chelsea.jpg")[:4000], 400, "invalid_image"),
+        ("bomb.png", png_header_only(100_000, 100_000), 413, "image_too_large"),
+        ("cmyk.jpg", encode(Image.new("CMYK", (50, 40), (0, 50, 100, 0)), "JPEG"), 200, None),
+        ("sixteen.png", encode(sixteen, "PNG"), 200, None),
+        ("rgba.png", encode(rgba, "PNG"), 200, None),
+        ("palette.png", encode(palette, "PNG"), 200, None),
+        ("animated.gif", image_bytes("no_time_for_that_tiny.gif"), 200, None),
+        ("gray.png", image_bytes("chessboard_GRAY.png"), 200, None),
+        ("rotated.jpg", encode(stored, "JPEG", exif=exif.tobytes()), 200, None),
+        ("multipage_rgb.tif", image_bytes("multipage_rgb.tif"), 400, "invalid_image"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "code"), odd_uploads(), ids=[u[0] for u in odd_uploads()]
+)
+def test_odd_inputs_get_200_or_a_clear_4xx(
+    client: TestClient, name: str, data: bytes, status: int, code: str | None
+) -> None:
+    response = client.post("/classify", files=files((name, data)))
+    if code is None:
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"][0]["predictions"]) == 5
+    else:
+        assert_envelope(response, status, code)
+        assert name in response.json()["error"]["message"]
+    # ... and the server still answers a good request afterwards.
+    assert (
+        client.post("/classify", files=files(("ok.jpg", image_bytes("chelsea.jpg")))).status_code
+        == 200
+    )
+
+
+def test_request_without_file_part(client: TestClient) -> None:
+    assert_envelope(client.post("/classify"), 422, "invalid_parameter")
+    assert_envelope(client.post("/classify", data={"other": "x"}), 422, "invalid_parameter")
+
+
+def test_too_many_files(client: TestClient) -> None:
+    upload = files(*[(f"{i}.png", image_bytes("chessboard_GRAY.png")) for i in range(9)])
+    assert_envelope(client.post("/classify", files=upload), 413, "too_many_files")
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert_envelope(client.get("/nope"), 404, "not_found")
+    assert_envelope(client.get("/classify"), 405, "method_not_allowed")
+
+
+def test_upload_size_limit(exported_model: Path) -> None:
+    settings = make_settings(exported_model, max_upload_mb=0.05)
+    with TestClient(create_app(settings)) as small:
+        wait_ready(small)
+        big = files(("big.png", io.BytesIO(b"\0" * 100_000).getvalue()))
+        assert_envelope(small.post("/classify", files=big), 413, "upload_too_large")
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(20):
+                yield b"x" * 10_000
+
+        chunked = small.post(
+            "/classify",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        assert_envelope(chunked, 413, "upload_too_large")
+        assert (
+            small.post("/classify", files=files(("ok.jpg", image_bytes("chelsea.jpg")))).status_code
+            == 200
+        )
+
+
+def test_api_key(exported_model: Path) -> None:
+    with TestClient(create_app(make_settings(exported_model, api_key="s3cret"))) as secured:
+        wait_ready(secured)
+        upload = files(("cat.jpg", image_bytes("chelsea.jpg")))
+        assert_envelope(secured.post("/classify", files=upload), 401, "unauthorized")
+        wrong = {"Authorization": "Bearer nope"}
+        assert_envelope(secured.post("/classify", files=upload, headers=wrong), 401, "unauthorized")
+        right = {"Authorization": "Bearer s3cret"}
+        assert secured.post("/classify", files=upload, headers=right).status_code == 200
+        assert secured.get("/healthz").status_code == 200  # probes stay open
+        assert secured.get("/v1/models").status_code == 401
+
+
+def test_health_models_metrics_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    models = client.get("/v1/models").json()
+    assert models["card"]["arch"] == "legacy_xception" and models["card"]["num_features"] == 2048
+    runtime = models["runtime"]
+    assert runtime["provider"] == "CPUExecutionProvider"
+    assert runtime["batching"]["max_batch_size"] == 4
+    assert runtime["counters"]["images"] >= 1
+    text = client.get("/metrics").text
+    for name in (
+        'xception_http_requests_total{endpoint="/classify",method="POST",status="200"}',
+        "xception_http_request_duration_seconds_bucket",
+        "xception_batch_size_bucket",
+        "xception_queue_depth",
+        'xception_rejected_total{reason="queue_full"}',
+    ):
+        assert name in text, name
+    assert client.get("/docs").status_code == 200
+    assert "/classify" in client.get("/openapi.json").json()["paths"]

@@ -1,0 +1,198 @@
+"""Dynamic batching under real concurrency: shared batches, back-pressure, deadlines,
+disconnects, failures, and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.batcher import BatchFailed, DeadlineExceeded, DynamicBatcher, QueueFull
+from tests.service.conftest import files, image_bytes, make_settings, wait_ready
+from tests.service.live import LiveServer
+from tests.service.test_api import assert_envelope
+
+CAT = image_bytes("chelsea.jpg")
+
+
+@pytest.fixture(scope="module")
+def server(exported_model: Path) -> Iterator[LiveServer]:
+    live = LiveServer(
+        exported_model, max_batch_size=8, max_batch_delay_ms=50, max_files=8, ort_threads=2
+    )
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
+def post_cat(url: str, endpoint: str = "/classify", count: int = 1) -> httpx.Response:
+    upload = files(*[(f"cat{i}.jpg", CAT) for i in range(count)])
+    return httpx.post(f"{url}{endpoint}", files=upload, timeout=120)
+
+
+def test_concurrent_requests_are_batched_together(server: LiveServer) -> None:
+    before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    endpoints = ["/classify", "/features"] * 8
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda e: post_cat(server.url, e), endpoints))
+    assert [r.status_code for r in responses] == [200] * 16
+    classify = [r.json()["results"][0]["predictions"][0] for r in responses[::2]]
+    assert all(p == classify[0] for p in classify)  # same image, same answer, in any batch
+    after = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    assert after["images"] - before["images"] == 16
+    new_batches = after["batches"] - before["batches"]
+    assert new_batches < 16, f"no batch larger than 1 was formed: {after['batch_sizes']}"
+    assert max(int(size) for size in after["batch_sizes"]) > 1
+
+
+def test_disconnected_client_is_dropped_before_inference(server: LiveServer) -> None:
+    before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        busy = pool.submit(post_cat, server.url, "/features", 8)  # keeps the model busy
+        time.sleep(0.3)
+        boundary = uuid.uuid4().hex
+        parts = (
+            b"".join(
+                f"--{boundary}\r\n"
+                f'Content-Disposition: form-data; name="file"; filename="c{i}.jpg"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n".encode()
+                + CAT
+                + b"\r\n"
+                for i in range(8)
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
+        head = (
+            f"POST /features HTTP/1.1\r\nHost: x\r\nContent-Length: {len(parts)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + parts)
+            time.sleep(0.3)  # decoded and queued behind the busy request, then we hang up
+        assert busy.result().status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        after = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+        if after["queue_depth"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert after["dropped_cancelled"] > before["dropped_cancelled"]
+    assert after["images"] - before["images"] < 16
+
+
+def test_queue_overflow_gives_503_with_retry_after(exported_model: Path) -> None:
+    settings = make_settings(exported_model, max_queue=2, max_files=4)
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        response = app.post("/classify", files=files(*[(f"{i}.jpg", CAT) for i in range(3)]))
+        assert_envelope(response, 503, "overloaded")
+        assert int(response.headers["Retry-After"]) >= 1
+        assert app.post("/classify", files=files(("ok.jpg", CAT))).status_code == 200
+        counters = app.get("/v1/models").json()["runtime"]["counters"]
+        assert counters["rejected_queue_full"] == 1
+
+
+def test_tiny_timeout_gives_504(exported_model: Path) -> None:
+    with TestClient(create_app(make_settings(exported_model, request_timeout_s=0.001))) as app:
+        wait_ready(app)
+        assert_envelope(app.post("/classify", files=files(("c.jpg", CAT))), 504, "timeout")
+        assert app.get("/healthz").status_code == 200
+
+
+def test_not_ready_gives_503(exported_model: Path) -> None:
+    with TestClient(create_app(make_settings(exported_model))) as app:
+        app.app.state.service.ready = False  # type: ignore[attr-defined]
+        response = app.post("/classify", files=files(("c.jpg", CAT)))
+        assert_envelope(response, 503, "not_ready")
+        assert "Retry-After" in response.headers
+        assert_envelope(app.get("/readyz"), 503, "not_ready")
+
+
+def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> None:
+    live = LiveServer(exported_model, max_batch_size=4, max_batch_delay_ms=5, max_files=8)
+    try:
+        live.wait_ready()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pending = [pool.submit(post_cat, live.url, "/features", 6) for _ in range(4)]
+            time.sleep(1.0)  # all four are decoded and queued or running
+            assert not all(p.done() for p in pending)
+            live.process.terminate()  # SIGTERM
+            responses = [p.result() for p in pending]
+        assert [r.status_code for r in responses] == [200] * 4
+        assert all(len(r.json()["results"]) == 6 for r in responses)
+        # uvicorn re-raises the SIGTERM it handled once the drain is done (a clean exit).
+        assert live.process.wait(60) in (0, -signal.SIGTERM)
+        output = live.process.stdout.read()  # type: ignore[union-attr]
+        assert "Traceback" not in output and "ERROR" not in output, output
+    finally:
+        live.stop()
+
+
+# The batcher on its own (a plain function stands in for the session: these tests are
+# about the queueing contract, which is the same whatever computes the rows).
+
+
+def run_rows(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    means = images.reshape(len(images), -1).mean(axis=1, keepdims=True)
+    return means, means * 2
+
+
+def test_batcher_answers_every_caller_when_a_batch_fails() -> None:
+    calls = []
+
+    def flaky(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(images))
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return run_rows(images)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(flaky, max_batch_size=4, max_delay_s=0.05, max_queue=16)
+        batcher.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        images = [np.full((2, 2, 3), i, dtype=np.uint8) for i in range(3)]
+        first = batcher.submit(images, deadline)
+        results = await asyncio.gather(*first, return_exceptions=True)
+        assert all(isinstance(r, BatchFailed) for r in results)
+        second = await asyncio.gather(*batcher.submit(images, deadline))
+        assert [float(p[0]) for p, _ in second] == [0.0, 1.0, 2.0]  # rows in order
+        assert batcher.stats.failed_batches == 1 and batcher.stats.batches == 1
+        await batcher.close(timeout_s=5)
+
+    asyncio.run(scenario())
+
+
+def test_batcher_skips_cancelled_and_expired_and_bounds_the_queue() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher(run_rows, max_batch_size=8, max_delay_s=0.05, max_queue=4)
+        loop = asyncio.get_running_loop()
+        image = np.zeros((2, 2, 3), dtype=np.uint8)
+        cancelled = batcher.submit([image], loop.time() + 10)
+        expired = batcher.submit([image], loop.time() - 1)
+        live = batcher.submit([image, image], loop.time() + 10)
+        with pytest.raises(QueueFull):
+            batcher.submit([image], loop.time() + 10)  # 4 queued: full
+        cancelled[0].cancel()
+        batcher.start()
+        assert len(await asyncio.gather(*live)) == 2
+        with pytest.raises(DeadlineExceeded):
+            await expired[0]
+        stats = batcher.stats
+        assert (stats.images, stats.dropped_cancelled, stats.dropped_expired) == (2, 1, 1)
+        assert stats.batch_sizes == {2: 1}
+        await batcher.close(timeout_s=5)
+
+    asyncio.run(scenario())

@@ -1,0 +1,148 @@
+"""Preprocessing: every image mode to RGB, orientation, limits, and timm's eval transform."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import timm.data
+import torch
+from PIL import Image
+
+from service.errors import EmptyFile, ImageTooLarge, InvalidImage, UnsupportedMedia
+from service.model_card import ModelCard, ResizePolicy
+from service.preprocess import Preprocessor
+from tests.service.conftest import image_bytes
+
+XCEPTION_RESIZE = ResizePolicy(mode="crop", crop_pct=0.8975, interpolation="bicubic")
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width×height (a decompression bomb's header, no pixels)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def xception() -> Preprocessor:
+    card = ModelCard(
+        name="x", version="1", arch="legacy_xception", weights="none", input_size=(299, 299),
+        resize=XCEPTION_RESIZE, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=1,
+        num_features=2048, labels=["a"], created_at="now",
+    )  # fmt: skip
+    return Preprocessor.for_card(card, max_pixels=40_000_000)
+
+
+def tiny(max_pixels: int = 1_000_000) -> Preprocessor:
+    """8×8 squash with nearest sampling: pixel values survive exactly."""
+    return Preprocessor((8, 8), (8, 8), "squash", Image.Resampling.NEAREST, max_pixels)
+
+
+def test_matches_timm_eval_transform(xception: Preprocessor) -> None:
+    image = Image.open(io.BytesIO(image_bytes("coffee.png"))).convert("RGB")
+    transform = timm.data.create_transform(
+        input_size=(3, 299, 299), interpolation="bicubic", crop_pct=0.8975,
+        mean=(0.5,) * 3, std=(0.5,) * 3,
+    )  # fmt: skip
+    want = transform(image).numpy()
+    got = xception(image_bytes("coffee.png"), "coffee.png")
+    assert got.shape == (299, 299, 3) and got.dtype == np.uint8
+    normalized = (torch.from_numpy(got.copy()).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    assert np.abs(normalized.numpy() - want).max() < 1e-5
+
+
+def test_jpeg_and_large_jpeg_draft(xception: Preprocessor) -> None:
+    assert xception(image_bytes("chelsea.jpg")).shape == (299, 299, 3)
+    big = Image.new("RGB", (3000, 2000), (10, 200, 30))
+    out = xception(encode(big, "JPEG", quality=90))
+    assert out.shape == (299, 299, 3)
+    assert np.abs(out.astype(int) - (10, 200, 30)).max() <= 3
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (Image.new("L", (20, 10), 77), (77, 77, 77)),
+        (Image.new("RGBA", (20, 10), (255, 0, 0, 0)), (255, 255, 255)),  # transparent → white
+        (Image.new("RGBA", (20, 10), (255, 0, 0, 255)), (255, 0, 0)),
+        (Image.new("LA", (20, 10), (0, 0)), (255, 255, 255)),
+        (Image.new("1", (20, 10), 1), (255, 255, 255)),
+    ],
+    ids=["L", "RGBA-clear", "RGBA-opaque", "LA", "1-bit"],
+)
+def test_modes_to_rgb(image: Image.Image, expected: tuple[int, int, int]) -> None:
+    out = tiny()(encode(image, "PNG"))
+    assert out.shape == (8, 8, 3)
+    assert (out == expected).all()
+
+
+def test_palette_with_transparency_on_white() -> None:
+    image = Image.new("P", (20, 10), 0)
+    image.putpalette([0, 0, 255] + [0, 0, 0] * 255)
+    out = tiny()(encode(image, "PNG", transparency=0))
+    assert (out == 255).all()
+
+
+def test_sixteen_bit_png_scales_to_eight_bits() -> None:
+    values = np.full((10, 20), 65535, dtype=np.uint16)
+    values[:, 10:] = 32896  # 128 × 257
+    out = tiny()(encode(Image.fromarray(values), "PNG"))
+    assert (out[:, :4] == 255).all() and (out[:, 4:] == 128).all()
+
+
+def test_cmyk_jpeg() -> None:
+    red_in_cmyk = Image.new("CMYK", (32, 16), (0, 255, 255, 0))
+    out = tiny()(encode(red_in_cmyk, "JPEG", quality=95))
+    assert np.abs(out.astype(int) - (255, 0, 0)).max() <= 8
+
+
+def test_exif_orientation_is_applied() -> None:
+    stored = Image.new("RGB", (40, 20), (255, 0, 0))
+    stored.paste((0, 0, 255), (20, 0, 40, 20))  # left red, right blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: left edge → top
+    out = tiny()(encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
+    assert np.abs(out[0].astype(int) - (255, 0, 0)).max() <= 8
+    assert np.abs(out[-1].astype(int) - (0, 0, 255)).max() <= 8
+
+
+def test_animated_gif_first_frame() -> None:
+    out = tiny()(image_bytes("no_time_for_that_tiny.gif"))
+    first = Image.open(io.BytesIO(image_bytes("no_time_for_that_tiny.gif"))).convert("RGB")
+    want = np.asarray(first.resize((8, 8), Image.Resampling.NEAREST))
+    assert (out == want).all()
+
+
+def test_pixel_limit_checked_from_the_header() -> None:
+    with pytest.raises(ImageTooLarge, match="100000×100000"):
+        tiny(max_pixels=40_000_000)(png_header_only(100_000, 100_000), "bomb.png")
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", EmptyFile),
+        (b"just some text, not an image\n", UnsupportedMedia),
+        (image_bytes("chelsea.jpg")[:5000], InvalidImage),  # truncated
+        (image_bytes("multipage_rgb.tif"), InvalidImage),  # a TIFF Pillow cannot decode
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, InvalidImage),  # PNG magic, garbage after
+    ],
+    ids=["empty", "text", "truncated-jpeg", "undecodable-tiff", "broken-png"],
+)
+def test_bad_bytes_raise_the_right_error(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"upload\.bin"):
+        tiny()(data, "upload.bin")

@@ -1,0 +1,94 @@
+"""Start-up: provider choice without CUDA noise, settings validation, model loading errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.runtime import CPU_EP, ModelLoadError, ModelRuntime, cuda_device_count
+
+NO_GPU = cuda_device_count()[0] == 0
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-host path")
+def test_auto_on_a_cpu_host_picks_cpu_quietly(exported_model: Path) -> None:
+    code = (
+        "import logging; logging.basicConfig(level='INFO')\n"
+        "from service.runtime import ModelRuntime\n"
+        f"print(ModelRuntime({str(exported_model / 'model.onnx')!r}, 'auto').provider)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == CPU_EP
+    assert "CUDA not available" in result.stderr  # one calm line says why
+    assert "Failed to load library" not in result.stderr  # and no ORT CUDA error spew
+    assert "[E:onnxruntime" not in result.stderr
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-host path")
+def test_cuda_required_but_absent_fails_loudly(exported_model: Path) -> None:
+    with pytest.raises(ModelLoadError, match="XCEPTION_DEVICE=cuda"):
+        ModelRuntime(exported_model / "model.onnx", "cuda")
+
+
+def test_file_without_card_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "plain.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match="export it with xception-export"):
+        ModelRuntime(path, "cpu")
+
+
+def test_serve_rejects_bad_settings_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "XCEPTION_MODEL": str(tmp_path / "missing"),
+            "XCEPTION_MAX_BATCH_SIZE": "0",
+            "XCEPTION_DEVICE": "tpu",
+        },
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    for fragment in ("XCEPTION_MODEL=", "XCEPTION_MAX_BATCH_SIZE='0'", "XCEPTION_DEVICE='tpu'"):
+        assert fragment in lines[0]
+
+
+def test_service_does_not_import_torch(exported_model: Path) -> None:
+    code = (
+        "import sys\n"
+        "from service.app import create_app\n"
+        "from service.config import Settings\n"
+        f"create_app(Settings(model={str(exported_model)!r}))\n"
+        "assert 'torch' not in sys.modules, 'service imported torch'\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
