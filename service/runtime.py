@@ -87,6 +87,12 @@ class ModelRuntime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.provider = self.session.get_providers()[0]
+        if CUDA_EP in providers and self.provider != CUDA_EP and device == "auto":
+            logger.warning(
+                "a GPU is present but the CUDA execution provider did not initialise (see "
+                "ONNX Runtime's message above: CUDA 13 / cuDNN 9 libraries?): using %s",
+                self.provider,
+            )
         if device == "cuda" and self.provider != CUDA_EP:
             raise ModelLoadError(
                 "XCEPTION_DEVICE=cuda but ONNX Runtime could not create the CUDA execution "
