@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  xception-export --weights imagenet                 # models/xception/1\n"
             "  xception-export --weights none --out /tmp/m/x/1     # random weights (tests)\n"
-            "  xception-export --weights ./xception.pth --out models/xception/2  # offline"
+            "  xception-export --weights ./xception.pth --out models/xception/2  # offline\n"
+            "  xception-export --data ./cats_vs_dogs --out models/catsdogs/1      # fine-tune"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,24 +49,98 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=Path, metavar="FILE", help="class names, one per line (non-ImageNet heads)"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    tune = parser.add_argument_group(
+        "fine-tuning (with --data)",
+        "Stage 1 trains a head on cached bottleneck features (backbone frozen); stage 2 "
+        "fine-tunes the whole network on augmented images; both keep the best-validation "
+        "epoch. The test split is evaluated with the exported ONNX model.",
+    )
+    tune.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="image folder: DIR/<class>/* or DIR/train|val|test/<class>/*",
+    )
+    tune.add_argument(
+        "--head",
+        choices=("mlp", "linear"),
+        default="mlp",
+        help="mlp: 256→128 ReLU+dropout 0.5 (default); linear",
+    )
+    tune.add_argument(
+        "--epochs-head", type=_positive_int, default=30, metavar="N", help="stage-1 epochs (30)"
+    )
+    tune.add_argument(
+        "--epochs-finetune",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="stage-2 epochs, 0 to skip (2)",
+    )
+    tune.add_argument("--lr-head", type=float, default=0.01, help="stage-1 SGD learning rate")
+    tune.add_argument(
+        "--lr-finetune", type=float, default=0.005, help="stage-2 SGD learning rate (Nesterov)"
+    )
+    tune.add_argument("--momentum-finetune", type=float, default=0.1, help="stage-2 momentum")
+    tune.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    tune.add_argument("--seed", type=int, default=0, help="split, init and shuffling seed")
+    tune.add_argument("--split", default="70/15/15", help="train/val/test when DIR is not split")
+    tune.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="bottleneck-feature cache (default ~/.cache/xception-export/features)",
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns 0 on success; prints one line and returns 1 on a user error."""
     args = build_parser().parse_args(argv)
     # Imported here so `--help` and argument errors answer instantly, without loading torch.
+    from export.data import parse_split
+    from export.finetune import TrainOptions
     from export.pipeline import ExportOptions, export_model
 
-    options = ExportOptions(
-        out=args.out,
-        arch=args.arch,
-        weights=args.weights,
-        labels_file=args.labels,
-        force=args.force,
-        opset=args.opset,
-    )
     try:
+        train = None
+        if args.data is not None:
+            train = TrainOptions(
+                data=args.data,
+                head=args.head,
+                epochs_head=args.epochs_head,
+                epochs_finetune=args.epochs_finetune,
+                lr_head=args.lr_head,
+                lr_finetune=args.lr_finetune,
+                momentum_finetune=args.momentum_finetune,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                split=parse_split(args.split),
+                cache_dir=args.cache_dir,
+            )
+        options = ExportOptions(
+            out=args.out,
+            arch=args.arch,
+            weights=args.weights,
+            labels_file=args.labels,
+            force=args.force,
+            opset=args.opset,
+            train=train,
+        )
         export_model(options)
     except ExportError as exc:
         print(f"xception-export: error: {exc}", file=sys.stderr)

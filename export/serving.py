@@ -34,10 +34,17 @@ class ServingModel(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
         self.register_buffer("shift", -mean_t / std_t, persistent=False)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC → the float NCHW the backbone was trained on."""
         x = image.to(torch.float32) * self.scale + self.shift
-        x = x.permute(0, 3, 1, 2)
-        feature_map = self.model.forward_features(x)
+        return x.permute(0, 3, 1, 2)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Class logits (for training; the exported graph returns the softmax)."""
+        return self.model(self.normalize(image))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.model.forward_features(self.normalize(image))
         features = self.model.forward_head(feature_map, pre_logits=True)
         if features.ndim == 4:
             # Heads whose pre-logits stage keeps a spatial map (none of timm's common

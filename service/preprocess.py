@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import EmptyFile, ImageTooLarge, InvalidImage, UnsupportedMedia
-from service.model_card import ModelCard
+from service.model_card import ModelCard, ResizePolicy
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -42,14 +42,22 @@ class Preprocessor:
     @classmethod
     def for_card(cls, card: ModelCard, max_pixels: int) -> Preprocessor:
         """The preprocessing the card's weights were trained with."""
-        interpolation = card.resize.interpolation
-        if interpolation not in RESAMPLING:
-            raise ValueError(f"model card resize.interpolation={interpolation!r} is not supported")
+        return cls.for_policy(card.input_size, card.resize, max_pixels)
+
+    @classmethod
+    def for_policy(
+        cls, input_size: tuple[int, int], resize: ResizePolicy, max_pixels: int
+    ) -> Preprocessor:
+        """Preprocessing for a resize policy (the export stage, before a card exists)."""
+        if resize.interpolation not in RESAMPLING:
+            raise ValueError(
+                f"model card resize.interpolation={resize.interpolation!r} is not supported"
+            )
         return cls(
-            input_size=card.input_size,
-            scale_size=card.resize.scale_size(card.input_size),
-            mode=card.resize.mode,
-            resample=RESAMPLING[interpolation],
+            input_size=input_size,
+            scale_size=resize.scale_size(input_size),
+            mode=resize.mode,
+            resample=RESAMPLING[resize.interpolation],
             max_pixels=max_pixels,
         )
 

@@ -1,0 +1,158 @@
+"""``xception-features``: bottleneck features for a folder of images, to .npy or .parquet.
+
+The Keras write-up's ``bottleneck_features_train.npy`` step as a tool: ONNX Runtime on
+the exported model, the model's own preprocessing (the service's code), batched, with
+a progress bar. Torch is not needed: this runs wherever the service runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from service.config import available_cores
+from service.errors import ServiceError
+from service.preprocess import Preprocessor
+from service.runtime import ModelLoadError, ModelRuntime
+
+IMAGE_SUFFIXES = {ext.lower() for ext in Image.registered_extensions()}
+MAX_PIXELS = 200_000_000
+
+
+class FeaturesError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xception-features",
+        description="Extract bottleneck features (e.g. 2048-d for Xception) for every image "
+        "under DIR with an exported model; writes the vectors and their file paths.",
+    )
+    parser.add_argument("dir", type=Path, metavar="DIR", help="folder of images (recursive)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/xception/1"),
+        help="model folder or .onnx file (default models/xception/1)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="FILE.npy (+ FILE.paths.txt beside it) or FILE.parquet (columns path, features)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    return parser
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files (by extension) under ``root``, sorted, hidden files skipped."""
+    if not root.is_dir():
+        raise FeaturesError(f"DIR {str(root)!r}: no such folder")
+    found = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )  # fmt: skip
+    if not found:
+        raise FeaturesError(f"DIR {str(root)!r}: no image files found")
+    return found
+
+
+def extract(
+    runtime: ModelRuntime, paths: list[Path], batch_size: int
+) -> tuple[np.ndarray, list[Path], list[Path]]:
+    """(features [N, D], paths kept, paths skipped as unreadable)."""
+    preprocess = Preprocessor.for_card(runtime.card, MAX_PIXELS)
+
+    def load(path: Path) -> np.ndarray | None:
+        try:
+            return preprocess(path.read_bytes(), path.name)
+        except ServiceError:
+            return None
+
+    kept, skipped, chunks = [], [], []
+    with (
+        ThreadPoolExecutor(available_cores()) as pool,
+        tqdm(total=len(paths), desc="features", unit="img") as bar,
+    ):
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            pixels = list(pool.map(load, batch))
+            good = [(p, x) for p, x in zip(batch, pixels, strict=True) if x is not None]
+            skipped += [p for p, x in zip(batch, pixels, strict=True) if x is None]
+            if good:
+                _, features = runtime.run(np.stack([x for _, x in good]))
+                chunks.append(features)
+                kept += [p for p, _ in good]
+            bar.update(len(batch))
+    dim = runtime.card.num_features
+    features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return features.astype(np.float32), kept, skipped
+
+
+def write(out: Path, features: np.ndarray, paths: list[str]) -> list[Path]:
+    """Write atomically (temp file + rename); returns the files written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        listing = out.with_suffix(".paths.txt")
+        tmp = out.with_name(f".{out.stem}.tmp.npy")
+        np.save(tmp, features)
+        tmp.replace(out)
+        listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+        return [out, listing]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+    table = pa.table({"path": pa.array(paths, pa.string()), "features": column})
+    tmp = out.with_name(f".{out.stem}.tmp.parquet")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return [out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 on success, 1 with one line on a user error."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level="WARNING")
+    try:
+        if args.out.suffix not in (".npy", ".parquet"):
+            raise FeaturesError(f"--out {str(args.out)!r}: use a .npy or .parquet file name")
+        paths = list_images(args.dir)
+        model = args.model / "model.onnx" if args.model.is_dir() else args.model
+        if not model.is_file():
+            raise FeaturesError(f"--model {str(args.model)!r}: no model.onnx there")
+        runtime = ModelRuntime(model, args.device, available_cores())
+        started = time.perf_counter()
+        features, kept, skipped = extract(runtime, paths, args.batch_size)
+        elapsed = time.perf_counter() - started
+        if args.normalize and len(features):
+            norms = np.linalg.norm(features, axis=1, keepdims=True)
+            features = features / np.where(norms > 0, norms, 1.0)
+        written = write(args.out, features, [str(p.relative_to(args.dir)) for p in kept])
+    except (FeaturesError, ModelLoadError) as exc:
+        print(f"xception-features: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {len(kept)} × {features.shape[1]} features to {', '.join(map(str, written))} "
+        f"({len(kept) / elapsed:.1f} img/s on {runtime.provider}); "
+        f"{len(skipped)} unreadable skipped"
+        + (f": {', '.join(str(p) for p in skipped[:5])}" if skipped else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

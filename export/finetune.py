@@ -1,0 +1,173 @@
+"""Transfer learning on an image folder: the two stages, wired to data, cache and device.
+
+The Keras cats-vs-dogs recipe as a library call: bottleneck features once (cached),
+a head trained on them, then an optional whole-network fine-tune on augmented images.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from export.data import Dataset, augment_transform, augmented_pixels
+from export.errors import ExportError
+from export.features import FeatureCache, default_cache_dir, extract, model_key
+from export.progress import Steps
+from export.serving import ServingModel, build_serving_model
+from export.train import StageResult, build_head, finetune, set_classifier, train_head
+from service.model_card import ModelCard
+from service.preprocess import Preprocessor
+
+EVAL_BATCH = 16
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The fine-tuning flags (``--data`` and friends)."""
+
+    data: Path
+    head: Literal["mlp", "linear"] = "mlp"
+    epochs_head: int = 30
+    epochs_finetune: int = 2
+    lr_head: float = 0.01
+    lr_finetune: float = 0.005
+    momentum_finetune: float = 0.1
+    batch_size: int = 16
+    seed: int = 0
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    cache_dir: Path | None = None
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fine_tune(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    card: ModelCard,
+    options: TrainOptions,
+    steps: Steps,
+) -> dict[str, Any]:
+    """Train ``model`` in place (new head, optionally fine-tuned); returns the report parts."""
+    device = training_device()
+    preprocess = Preprocessor.for_card(card, max_pixels=200_000_000)
+    serving = build_serving_model(model, card.mean, card.std)
+
+    with steps.step(f"stage 1: bottleneck features + {options.head} head on {device}") as info:
+        started = time.perf_counter()
+        cache_root = options.cache_dir or default_cache_dir()
+        cache = FeatureCache(cache_root, model_key(model, preprocess))
+        every = [s.path for samples in dataset.splits.values() for s in samples]
+        vectors, unreadable, computed = extract(
+            serving, every, preprocess, cache, options.batch_size, device
+        )
+        dataset.drop_unreadable(unreadable)
+        for split, samples in dataset.splits.items():
+            if not samples:
+                raise ExportError(
+                    f"--data {str(dataset.root)!r}: no readable images left in the {split} split "
+                    f"({len(unreadable)} unreadable)"
+                )
+        train_x, train_y = _stack(dataset, "train", vectors)
+        head = build_head(options.head, train_x, len(dataset.classes))
+        stage1 = train_head(
+            head,
+            (train_x, train_y),
+            _stack(dataset, "val", vectors),
+            epochs=options.epochs_head,
+            lr=options.lr_head,
+            batch_size=options.batch_size,
+            seed=options.seed,
+        )
+        stage1.seconds = time.perf_counter() - started
+        info["detail"] = (
+            f"{computed} computed, {len(every) - computed - len(unreadable)} from cache, "
+            f"{len(unreadable)} unreadable; best val accuracy {stage1.best_val_accuracy:.3f} "
+            f"(epoch {stage1.best_epoch})"
+        )
+    set_classifier(model, head)
+
+    with steps.step(f"stage 2: fine-tuning the whole network, {options.epochs_finetune} epochs"):
+        started = time.perf_counter()
+        stage2 = StageResult()
+        if options.epochs_finetune > 0:
+            stage2 = _stage2(serving, dataset, card, preprocess, stage1, options, device)
+        stage2.seconds = time.perf_counter() - started
+    serving.to("cpu").eval()
+    return {
+        "dataset": {
+            "root": str(dataset.root),
+            "classes": dataset.classes,
+            "images": sum(len(s) for s in dataset.splits.values()),
+            "counts": dataset.counts(),
+            "unreadable": dataset.unreadable,
+            "ignored_files": dataset.ignored_files,
+        },
+        "features": {"computed": computed, "cache": str(cache.folder)},
+        "device": str(device),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
+        "stage1": stage1.as_dict(),
+        "stage2": stage2.as_dict(),
+        # (path relative to root, label): evaluated later on the exported ONNX file.
+        "test_samples": [
+            (str(s.path.relative_to(dataset.root)), s.label) for s in dataset.splits["test"]
+        ],
+    }
+
+
+def _stage2(
+    serving: ServingModel,
+    dataset: Dataset,
+    card: ModelCard,
+    preprocess: Preprocessor,
+    stage1: StageResult,
+    options: TrainOptions,
+    device: torch.device,
+) -> StageResult:
+    transform = augment_transform(card.input_size, card.resize.interpolation)
+    train = [
+        (functools.partial(augmented_pixels, s.path, transform), s.label)
+        for s in dataset.splits["train"]
+    ]
+    val = dataset.splits["val"]
+    val_pixels = np.stack([preprocess(s.path.read_bytes(), s.path.name) for s in val])
+    val_labels = torch.tensor([s.label for s in val])
+
+    @torch.inference_mode()
+    def evaluate() -> tuple[float, float]:
+        logits = torch.cat(
+            [
+                serving.logits(torch.from_numpy(val_pixels[i : i + EVAL_BATCH]).to(device)).cpu()
+                for i in range(0, len(val_pixels), EVAL_BATCH)
+            ]
+        )
+        loss = torch.nn.functional.cross_entropy(logits, val_labels).item()
+        return loss, (logits.argmax(dim=1) == val_labels).float().mean().item()
+
+    return finetune(
+        serving,
+        train,
+        evaluate,
+        (stage1.best_val_loss, stage1.best_val_accuracy),
+        epochs=options.epochs_finetune,
+        lr=options.lr_finetune,
+        momentum=options.momentum_finetune,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        device=device,
+    )
+
+
+def _stack(
+    dataset: Dataset, split: str, vectors: dict[Path, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    samples = dataset.splits[split]
+    features = np.stack([vectors[s.path] for s in samples]).astype(np.float32)
+    return features, np.array([s.label for s in samples], dtype=np.int64)
