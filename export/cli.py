@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"a <name>/<version> folder to write model.onnx + model.json into ({DEFAULT_OUT})",
     )
-    parser.add_argument("--force", action="store_true", help="replace an existing version")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true", help="replace an existing version")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="do nothing (exit 0) when --out already holds an exported model: makes a "
+        "deployment's export step idempotent",
+    )
     parser.add_argument(
         "--labels", type=Path, metavar="FILE", help="class names, one per line (non-ImageNet heads)"
     )
@@ -111,6 +118,9 @@ def _non_negative_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns 0 on success; prints one line and returns 1 on a user error."""
     args = build_parser().parse_args(argv)
+    if args.skip_existing and all((args.out / f).is_file() for f in ("model.onnx", "model.json")):
+        print(f"xception-export: {args.out} already holds a model; nothing to do (--skip-existing)")
+        return 0
     # Imported here so `--help` and argument errors answer instantly, without loading torch.
     from export.data import parse_split
     from export.finetune import TrainOptions

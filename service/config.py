@@ -53,6 +53,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        # Compose passes XCEPTION_API_KEY="" for "not set"; an empty token must not be a key.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase_level(cls, value: object) -> object:

@@ -82,3 +82,11 @@ def test_help_lists_the_flags() -> None:
     assert result.returncode == 0
     for flag in ("--arch", "--weights", "--out", "--force", "--labels"):
         assert flag in result.stdout
+
+
+def test_skip_existing_is_a_quick_no_op(exported_model: Path) -> None:
+    before = (exported_model / "model.onnx").stat().st_mtime_ns
+    result = run_cli("--weights", "imagenet", "--out", str(exported_model), "--skip-existing")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    assert (exported_model / "model.onnx").stat().st_mtime_ns == before

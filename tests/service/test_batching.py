@@ -196,3 +196,22 @@ def test_batcher_skips_cancelled_and_expired_and_bounds_the_queue() -> None:
         await batcher.close(timeout_s=5)
 
     asyncio.run(scenario())
+
+
+def test_container_healthcheck_probes_readyz(server: LiveServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.service.live import free_port
+
+    def probe(port: int) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "service.healthcheck"],
+            env={**os.environ, "XCEPTION_PORT": str(port)},
+            capture_output=True,
+            timeout=30,
+        ).returncode
+
+    assert probe(server.port) == 0
+    assert probe(free_port()) == 1  # nothing listening: unhealthy

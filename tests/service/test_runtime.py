@@ -92,3 +92,13 @@ def test_service_does_not_import_torch(exported_model: Path) -> None:
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
+
+
+def test_empty_api_key_means_no_key(exported_model: Path) -> None:
+    # docker compose passes XCEPTION_API_KEY="" when the variable is not set.
+    from service.config import Settings
+
+    assert Settings(model=exported_model, api_key="").api_key is None
+    assert Settings(model=exported_model, api_key=" ").api_key is None
+    key = Settings(model=exported_model, api_key="s3cret").api_key
+    assert key is not None and key.get_secret_value() == "s3cret"

@@ -1,0 +1,168 @@
+"""Deployment files, checked statically (no Docker engine runs on these machines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib.metadata import requires
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_PACKAGES = {"torch", "torchvision", "timm", "onnxscript"}
+
+
+def stages() -> dict[str, list[str]]:
+    """Dockerfile lines per stage name (instructions joined across line continuations)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    result: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = match.group(1)
+        result.setdefault(current, []).append(line.strip())
+    return result
+
+
+def exec_form(lines: list[str], instruction: str) -> list[str]:
+    (line,) = [line for line in lines if line.startswith(f"{instruction} ")]
+    value = json.loads(line[len(instruction) + 1 :])
+    assert isinstance(value, list), f"{instruction} must be exec form"
+    return value
+
+
+def compose(*args: str) -> dict[str, Any]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is missing: .ci/run installs Debian's package")
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        [binary, *args, "config"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("XCEPTION_")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def test_hadolint_passes_without_ignored_rules() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hadolint ignore" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_runtime_stage_is_torch_free_non_root_and_probed() -> None:
+    runtime = stages()["runtime"]
+    text = "\n".join(runtime)
+    assert "EXPOSE 8000" in text
+    assert re.search(r"^USER (?!root|0)\S+", text, re.MULTILINE)
+    assert "HEALTHCHECK" in text and "service.healthcheck" in text
+    assert exec_form(runtime, "ENTRYPOINT") == ["xception-serve"]
+    assert "requirements/runtime.txt" in text and "[export]" not in text
+    for line in runtime:
+        if line.startswith("FROM"):
+            image = line.split()[1]
+            assert ":" in image or image.startswith("${"), f"unpinned base image: {line}"
+    base = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+", base)
+
+
+def test_runtime_dependency_set_has_no_torch() -> None:
+    pinned = {
+        Requirement(line.split(" ;")[0]).name.lower()
+        for line in (ROOT / "requirements" / "runtime.txt").read_text().splitlines()
+        if line and not line.startswith(("#", " "))
+    }
+    assert "onnxruntime-gpu" in pinned and "nvidia-cudnn-cu13" in pinned
+    assert not pinned & TORCH_PACKAGES
+    base = [Requirement(r) for r in requires("xception-service") or []]
+    runtime = {r.name.lower() for r in base if r.marker is None or "extra" not in str(r.marker)}
+    assert not runtime & TORCH_PACKAGES
+    assert runtime <= pinned | {"onnxruntime"}  # the lock covers every runtime dependency
+
+
+def test_service_runs_with_torch_unimportable(exported_model: Path) -> None:
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {sorted(TORCH_PACKAGES)!r}:
+            raise ImportError(f'{{name}} is not installed in the runtime image')
+sys.meta_path.insert(0, NoTorch())
+import io, time
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.config import Settings
+settings = Settings(model={str(exported_model)!r}, device='cpu', max_batch_size=2)
+with TestClient(create_app(settings)) as client:
+    while client.get('/readyz').status_code != 200:
+        time.sleep(0.05)
+    image = open({str(ROOT / "tests" / "data" / "chelsea.jpg")!r}, 'rb').read()
+    response = client.post('/classify', files={{'file': ('cat.jpg', io.BytesIO(image))}})
+    assert response.status_code == 200, response.text
+print('ok')
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
+    gpu = compose("--profile", "gpu")["services"]
+    cpu = compose("--profile", "cpu")["services"]
+    for services in (gpu, cpu):
+        export = services["export"]
+        assert "models:/models" in str(export["volumes"])
+        assert export["build"]["target"] == "export"
+    api, api_cpu = gpu["api"], cpu["api-cpu"]
+    (device,) = api["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "deploy" not in api_cpu
+    assert api_cpu["environment"]["XCEPTION_DEVICE"] == "cpu"
+    for service in (api, api_cpu):
+        assert service["build"]["target"] == "runtime"
+        assert service["depends_on"]["export"]["condition"] == "service_completed_successfully"
+        assert service["volumes"] == ["models:/models:ro"] or "read_only" in str(service["volumes"])
+        assert service["healthcheck"]["test"][-1] == "service.healthcheck"
+        assert service["restart"] == "unless-stopped"
+        assert service["environment"]["XCEPTION_MODEL"] == "/models/xception/1"
+        assert {p["target"] for p in service["ports"]} == {8000}
+
+
+def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
+    export = stages()["export"]
+    command = exec_form(export, "ENTRYPOINT") + exec_form(export, "CMD")
+    compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    default_args = re.sub(
+        r"\$\{(\w+):-(.*?)\}", lambda m: m.group(2), compose_file["services"]["export"]["command"]
+    )
+    # ${XCEPTION_EXPORT_ARGS:---weights imagenet} → "--weights imagenet"
+    assert ["xception-export", *shlex.split(default_args)] == command
+    readme = (ROOT / "README.md").read_text()
+    deployment = readme[readme.index("## Deployment") :]
+    assert shlex.join(command) in deployment
+    assert "xception-serve" in deployment
+    assert "validated statically" in deployment
+
+
+def test_dockerignore_keeps_models_and_venvs_out() -> None:
+    rules = (ROOT / ".dockerignore").read_text().splitlines()
+    assert rules[rules.index("*")] == "*"  # deny by default
+    allowed = [r for r in rules if r.startswith("!")]
+    assert not any(name in " ".join(allowed) for name in ("models", ".venv", "tests", "bench"))
