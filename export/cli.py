@@ -56,6 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=Path, metavar="FILE", help="class names, one per line (non-ImageNet heads)"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    variant = parser.add_argument_group(
+        "precision",
+        "fp16 (for the CUDA execution provider) and int8 (static quantization, for the CPU) "
+        "are made from the verified fp32 export and checked against it on real images.",
+    )
+    variant.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    variant.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DIR",
+        help="real images to calibrate int8 and to verify fp16/int8 against "
+        "fp32 (default: the --data folder)",
+    )
+    variant.add_argument(
+        "--calibration-images",
+        type=_positive_int,
+        default=128,
+        metavar="N",
+        help="at most N of them (128)",
+    )
+    variant.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="fail below this top-1 agreement with fp32 (0.99)",
+    )
+    variant.add_argument(
+        "--min-cosine",
+        type=float,
+        default=0.99,
+        help="fail below this mean feature cosine similarity with fp32 (0.99)",
+    )
     tune = parser.add_argument_group(
         "fine-tuning (with --data)",
         "Stage 1 trains a head on cached bottleneck features (backbone frozen); stage 2 "
@@ -150,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             opset=args.opset,
             train=train,
+            precision=args.precision,
+            calibration=args.calibration,
+            calibration_images=args.calibration_images,
+            min_top1_agreement=args.min_agreement,
+            min_cosine=args.min_cosine,
         )
         export_model(options)
     except ExportError as exc:

@@ -23,11 +23,12 @@ from export.data import Dataset, discover
 from export.errors import ExportError
 from export.finetune import TrainOptions, fine_tune
 from export.onnx_io import embed_card, export_onnx, sha256_of
+from export.precision import calibration_images, make_variant
 from export.progress import Steps
 from export.report import classification_metrics, onnx_predictions, write_report
 from export.serving import build_serving_model
 from export.verify import check_parity
-from service.model_card import ModelCard
+from service.model_card import ModelCard, Precision
 from service.preprocess import Preprocessor
 
 MODEL_FILE = "model.onnx"
@@ -45,6 +46,11 @@ class ExportOptions:
     force: bool = False
     opset: int = 18
     train: TrainOptions | None = None  # set by --data: fine-tune before exporting
+    precision: Precision = "fp32"
+    calibration: Path | None = None  # real images for int8 calibration / variant checks
+    calibration_images: int = 128
+    min_top1_agreement: float = 0.99
+    min_cosine: float = 0.99
 
 
 def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCard:
@@ -54,7 +60,8 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
     dataset, labels = _dataset_and_labels(options)
     head_classes = len(labels) if labels and dataset is None else None
     check_weights(options.arch, options.weights, head_classes)
-    steps = steps or Steps(total=8 if dataset else 5)
+    calibration = _calibration_folder(options)
+    steps = steps or Steps(total=(8 if dataset else 5) + (options.precision != "fp32"))
     if options.train is not None:
         torch.manual_seed(options.train.seed)  # --weights none: same init, same cached features
 
@@ -87,7 +94,7 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        card = _write_model(model, card, work, steps, report)
+        card = _write_model(model, card, work, steps, report, options, calibration)
         _publish(work, out, steps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -107,8 +114,28 @@ def _dataset_and_labels(options: ExportOptions) -> tuple[Dataset | None, list[st
     return dataset, dataset.classes
 
 
+def _calibration_folder(options: ExportOptions) -> Path | None:
+    if options.precision == "fp32":
+        return None
+    folder = options.calibration or (options.train.data if options.train else None)
+    if folder is None:
+        raise ExportError(
+            f"--precision {options.precision} needs real images to calibrate and verify "
+            "against fp32: pass --calibration DIR (or --data DIR)"
+        )
+    if not folder.is_dir():
+        raise ExportError(f"--calibration {str(folder)!r}: no such folder")
+    return folder
+
+
 def _write_model(
-    model: nn.Module, card: ModelCard, work: Path, steps: Steps, report: dict[str, Any] | None
+    model: nn.Module,
+    card: ModelCard,
+    work: Path,
+    steps: Steps,
+    report: dict[str, Any] | None,
+    options: ExportOptions,
+    calibration: Path | None,
 ) -> ModelCard:
     onnx_path = work / MODEL_FILE
     with steps.step("exporting the serving graph to ONNX") as info:
@@ -124,6 +151,24 @@ def _write_model(
             f"max |Δ features|/max |features| {figures['max_rel_diff_features']:.2e} "
             f"(bound {figures['bound_features']:.0e})"
         )
+
+    if calibration is not None and options.precision != "fp32":
+        with steps.step(
+            f"making the {options.precision} variant, checking it against fp32"
+        ) as info:
+            images = calibration_images(calibration, card, options.calibration_images)
+            check = make_variant(
+                options.precision, onnx_path, images,
+                options.min_top1_agreement, options.min_cosine,
+            )  # fmt: skip
+            card = card.model_copy(
+                update={"precision": options.precision, "precision_check": check}
+            )
+            info["detail"] = (
+                f"top-1 agreement {check['top1_agreement']:.3f}, feature cosine mean "
+                f"{check['cosine_mean']:.4f} (min {check['cosine_min']:.4f}) on "
+                f"{check['images']} images, {onnx_path.stat().st_size / 1e6:.1f} MB"
+            )
 
     if report is not None:
         with steps.step("evaluating the ONNX model on the test split") as info:

@@ -60,6 +60,8 @@ class ModelCard(BaseModel):
     labels: list[str]
     precision: Precision = "fp32"
     metrics: dict[str, Any] | None = None
+    # fp16/int8 only: agreement with the fp32 model it was made from, on real images.
+    precision_check: dict[str, Any] | None = None
     num_params: int | None = None
     opset: int | None = None
     created_at: str

@@ -25,19 +25,6 @@ from tests.service.conftest import files, make_settings, wait_ready
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_dataset(tmp_path_factory.mktemp("data") / "shapes", per_class=30, seed=0)
-    (root / "circle" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    (root / "square" / "README.txt").write_text("not an image")
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("feature-cache")
-
-
-@pytest.fixture(scope="module")
 def tuned(dataset: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "shapes" / "1"
     train = TrainOptions(data=dataset, epochs_head=30, epochs_finetune=1, cache_dir=cache_dir)

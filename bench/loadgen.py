@@ -1,0 +1,135 @@
+"""The service under load: a real ``xception-serve`` process and a closed-loop client.
+
+Closed loop: ``concurrency`` clients each send one upload, wait for the answer, send
+the next, until the run's request count is spent — the way a fixed pool of callers
+behaves, and bounded by construction. RSS is sampled from /proc while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class ServiceProcess:
+    """``python -m service`` on a free loopback port with the given XCEPTION_* settings."""
+
+    def __init__(self, model: Path, settings: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **{f"XCEPTION_{k.upper()}": v for k, v in settings.items()}}
+        env.update(
+            XCEPTION_MODEL=str(model),
+            XCEPTION_HOST="127.0.0.1",
+            XCEPTION_PORT=str(self.port),
+            XCEPTION_LOG_LEVEL="warning",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.rss_samples: list[float] = []
+        self._sampling = False
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("service did not become ready")
+
+    def runtime_info(self) -> dict:
+        info: dict = httpx.get(f"{self.url}/v1/models", timeout=10).json()["runtime"]
+        return info
+
+    def start_sampling(self, every_s: float = 0.25) -> None:
+        self._sampling = True
+
+        def sample() -> None:
+            while self._sampling and self.process.poll() is None:
+                self.rss_samples.append(rss_mb(self.process.pid))
+                time.sleep(every_s)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def stop(self) -> int | None:
+        self._sampling = False
+        self.process.terminate()
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return None
+
+
+async def _closed_loop(
+    url: str, uploads: list[tuple[str, bytes]], concurrency: int, requests: int
+) -> tuple[list[float], float, int]:
+    remaining = requests
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def caller(worker: int) -> None:
+            nonlocal remaining, errors
+            turn = worker
+            while remaining > 0:
+                remaining -= 1
+                name, data = uploads[turn % len(uploads)]
+                turn += concurrency
+                started = time.perf_counter()
+                response = await client.post(f"{url}/classify", files={"file": (name, data)})
+                latencies.append(time.perf_counter() - started)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(i) for i in range(concurrency)))
+        return latencies, time.perf_counter() - started, errors
+
+
+def drive(url: str, uploads: list[tuple[str, bytes]], concurrency: int, requests: int) -> dict:
+    """One closed-loop run: img/s, p50/p95/p99 latency, errors."""
+    latencies, elapsed, errors = asyncio.run(_closed_loop(url, uploads, concurrency, requests))
+    ms = 1000 * np.array(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "images_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }

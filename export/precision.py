@@ -1,0 +1,157 @@
+"""Reduced-precision variants of the exported fp32 model, verified against it on real images.
+
+- ``int8``: ONNX Runtime static quantization — its pre-processing (shape inference +
+  graph optimisation) first, then QDQ with per-channel int8 weights and uint8 activations
+  on Conv/Gemm/MatMul, calibrated on real images. For the CPU execution provider.
+- ``fp16``: weights and activations in float16 for the CUDA execution provider; the
+  uint8 ``image`` input and the float32 outputs stay as they are at the graph boundary.
+
+Both are compared with the fp32 file on the same images: top-1 agreement and the cosine
+similarity of the feature vectors. The export fails below the thresholds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export.errors import ExportError
+from service.errors import ServiceError
+from service.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from service.preprocess import Preprocessor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+CALIBRATION_BATCH = 8
+
+
+def calibration_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
+    """Up to ``limit`` images under ``folder``, evenly spread over the sorted list, preprocessed."""
+    if not folder.is_dir():
+        raise ExportError(f"--calibration {str(folder)!r}: no such folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)]
+    preprocess = Preprocessor.for_card(card, max_pixels=200_000_000)
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(preprocess(path.read_bytes(), path.name))
+        except ServiceError:
+            continue  # unreadable files do not calibrate anything
+    if len(arrays) < 8:
+        raise ExportError(
+            f"--calibration {str(folder)!r}: {len(arrays)} readable images; need at least 8 real "
+            "images like the ones the model will serve"
+        )
+    return np.stack(arrays)
+
+
+class _Batches:
+    """ONNX Runtime's CalibrationDataReader protocol over an in-memory uint8 array."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._batches = iter(
+            [images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def quantize_int8(fp32: Path, out: Path, images: np.ndarray) -> None:
+    """Static QDQ quantization (per-channel weights), after ORT's quantization pre-processing."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Batches(images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        )
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    """float16 everywhere inside; uint8 in and float32 out at the boundary."""
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(fp32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "truncated to 1e-07": tiny epsilons, expected
+        # Cast stays as exported (uint8 → float32); the converter adds the float16 cast after it.
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "Cast"]
+        )
+    onnx.save(converted, str(out))
+
+
+def compare(fp32: Path, variant: Path, images: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement and feature cosine similarity of ``variant`` vs ``fp32`` on ``images``."""
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers() and _has_gpu():
+        providers.insert(0, "CUDAExecutionProvider")
+    reference = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    candidate = ort.InferenceSession(str(variant), providers=providers)
+    agree, cosines = [], []
+    for start in range(0, len(images), CALIBRATION_BATCH):
+        batch = {INPUT_NAME: images[start : start + CALIBRATION_BATCH]}
+        p32, f32 = reference.run(list(OUTPUT_NAMES), batch)
+        pv, fv = candidate.run(list(OUTPUT_NAMES), batch)
+        agree.append(p32.argmax(axis=1) == pv.argmax(axis=1))
+        norms = np.linalg.norm(f32, axis=1) * np.linalg.norm(fv, axis=1)
+        cosines.append((f32 * fv).sum(axis=1) / np.where(norms > 0, norms, 1.0))
+    cosine = np.concatenate(cosines)
+    return {
+        "images": len(images),
+        "top1_agreement": float(np.concatenate(agree).mean()),
+        "cosine_min": float(cosine.min()),
+        "cosine_mean": float(cosine.mean()),
+        "verified_on": candidate.get_providers()[0],
+    }
+
+
+def make_variant(
+    precision: Literal["int8", "fp16"],
+    fp32: Path,
+    images: np.ndarray,
+    min_top1_agreement: float,
+    min_cosine: float,
+) -> dict[str, Any]:
+    """Replace ``fp32`` in place by its ``precision`` variant once it passes the checks."""
+    variant = fp32.with_name(f"{precision}.onnx")
+    if precision == "int8":
+        quantize_int8(fp32, variant, images)
+    else:
+        convert_fp16(fp32, variant)
+    check = compare(fp32, variant, images)
+    check.update(min_top1_agreement=min_top1_agreement, min_cosine=min_cosine)
+    if check["top1_agreement"] < min_top1_agreement or check["cosine_mean"] < min_cosine:
+        variant.unlink()
+        raise ExportError(
+            f"--precision {precision}: top-1 agreement with fp32 {check['top1_agreement']:.3f} "
+            f"(need {min_top1_agreement}), feature cosine mean {check['cosine_mean']:.4f} "
+            f"(need {min_cosine}) on {check['images']} calibration images; use more/better "
+            "--calibration images or relax --min-agreement/--min-cosine"
+        )
+    variant.replace(fp32)
+    return check
+
+
+def _has_gpu() -> bool:
+    from service.runtime import cuda_device_count
+
+    return cuda_device_count()[0] > 0
