@@ -143,6 +143,7 @@ def summarize(
         "first_mb": statistics.mean(samples[:4]) if samples else 0.0,
         "last_mb": statistics.mean(samples[-4:]) if samples else 0.0,
     }
+    rss["samples_mb"] = [round(v) for v in samples[:: max(1, len(samples) // 40)]]
     rss["drift_pct"] = (
         100 * (rss["last_mb"] - rss["first_mb"]) / rss["first_mb"] if samples else 0.0
     )

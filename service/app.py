@@ -31,7 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Loading the session is quick and must succeed before we serve at all;
         # warm-up runs in the background while /healthz answers and /readyz says 503.
         runtime = await asyncio.to_thread(
-            ModelRuntime, settings.model_file, settings.device, settings.intra_op_threads
+            ModelRuntime,
+            settings.model_file,
+            settings.device,
+            settings.intra_op_threads,
+            settings.ort_spinning,
         )
         service = InferenceService(runtime, settings)
         registry.register(BatcherCollector(service.batcher))

@@ -27,8 +27,9 @@ class Settings(BaseSettings):
 
     model: Path = Field(Path("models/xception/1"), description="model folder or .onnx file")
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    max_batch_size: int = Field(8, ge=1, le=1024)
-    max_batch_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0)
+    # Unset = the provider's tuned default (see service.runtime.BATCHING_DEFAULTS).
+    max_batch_size: int | None = Field(None, ge=1, le=1024)
+    max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
     max_queue: int = Field(64, ge=1, description="images waiting for inference, all requests")
     request_timeout_s: float = Field(30.0, gt=0.0)
     max_upload_mb: float = Field(20.0, gt=0.0, description="largest request body")
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     # Beyond the contract's list: thread budgets (0 = derive from the cores available).
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads")
     decode_threads: int = Field(0, ge=0, description="image decode/resize threads")
+    ort_spinning: bool = Field(
+        False, description="let ORT's idle threads busy-wait (only when it has the cores alone)"
+    )
 
     @field_validator("model")
     @classmethod

@@ -58,10 +58,13 @@ class InferenceService:
         self.settings = settings
         self.card = runtime.card
         self.preprocess = Preprocessor.for_card(runtime.card, settings.max_pixels)
+        self.max_batch_size, self.max_batch_delay_ms = runtime.batching(
+            settings.max_batch_size, settings.max_batch_delay_ms
+        )
         self.batcher = DynamicBatcher(
             runtime.run,
-            max_batch_size=settings.max_batch_size,
-            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            max_batch_size=self.max_batch_size,
+            max_delay_s=self.max_batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,
         )
         self._decode_pool = ThreadPoolExecutor(
@@ -77,7 +80,7 @@ class InferenceService:
         self._warmup = asyncio.get_running_loop().create_task(self._warm_up(), name="warm-up")
 
     async def _warm_up(self) -> None:
-        sizes = self.runtime.warm_up_sizes(self.settings.max_batch_size)
+        sizes = self.runtime.warm_up_sizes(self.max_batch_size)
         self.warmup_seconds = await asyncio.to_thread(self.runtime.warm_up, sizes)
         self.ready = True
         logger.info(

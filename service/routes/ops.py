@@ -47,8 +47,8 @@ async def models(
             "ready": service.ready,
             "warmup_seconds": service.warmup_seconds,
             "batching": {
-                "max_batch_size": settings.max_batch_size,
-                "max_batch_delay_ms": settings.max_batch_delay_ms,
+                "max_batch_size": service.max_batch_size,
+                "max_batch_delay_ms": service.max_batch_delay_ms,
                 "max_queue": settings.max_queue,
                 "request_timeout_s": settings.request_timeout_s,
             },

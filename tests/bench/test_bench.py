@@ -1,0 +1,42 @@
+"""The benchmark runs end to end on a tiny budget (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.run import main
+
+
+def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> None:
+    args = [
+        "--model",
+        str(exported_model),
+        "--device",
+        "cpu",
+        "--batch-sizes",
+        "1,2",
+        "--concurrency",
+        "1,3",
+        "--requests",
+        "6",
+        "--seconds",
+        "0.3",
+        "--out",
+        str(tmp_path),
+        "--label",
+        "smoke",
+    ]
+    assert main(args) == 0
+    (json_file,) = tmp_path.glob("*-cpu-fp32-smoke.json")
+    results = json.loads(json_file.read_text())
+    assert [r["batch_size"] for r in results["raw_engine"]] == [1, 2]
+    assert [r["concurrency"] for r in results["service"]] == [1, 3]
+    for row in results["service"]:
+        assert row["errors"] == 0 and row["requests"] == 6
+        assert row["images_per_s"] > 0 and 0 < row["ratio_to_raw_best"]
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert results["rss_mb"]["peak_mb"] > 0
+    assert results["decode"]["ms_mean"] > 0
+    markdown = json_file.with_suffix(".md").read_text()
+    assert "÷ raw best" in markdown and "raw engine batch" in markdown
