@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -35,12 +36,15 @@ def rss_mb(pid: int) -> float:
 
 
 class ServiceProcess:
-    """``python -m service`` on a free loopback port with the given XCEPTION_* settings."""
+    """``python -m service`` on a free loopback port with the given XCEPTION_* settings.
 
-    def __init__(self, model: Path, settings: dict[str, str]) -> None:
+    Shared by the benchmark and the tests that need a real server process.
+    """
+
+    def __init__(self, model: Path, settings: Mapping[str, object]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **{f"XCEPTION_{k.upper()}": v for k, v in settings.items()}}
+        env = {**os.environ, **{f"XCEPTION_{k.upper()}": str(v) for k, v in settings.items()}}
         env.update(
             XCEPTION_MODEL=str(model),
             XCEPTION_HOST="127.0.0.1",

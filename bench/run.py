@@ -138,7 +138,7 @@ def summarize(
     for row in loads:
         row["ratio_to_raw_best"] = row["images_per_s"] / best_raw
     samples = service.rss_samples
-    rss = {
+    rss: dict[str, Any] = {
         "peak_mb": max(samples, default=0.0),
         "first_mb": statistics.mean(samples[:4]) if samples else 0.0,
         "last_mb": statistics.mean(samples[-4:]) if samples else 0.0,

@@ -17,19 +17,20 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.loadgen import ServiceProcess, free_port
 from service.app import create_app
 from service.batcher import BatchFailed, DeadlineExceeded, DynamicBatcher, QueueFull
 from tests.service.conftest import files, image_bytes, make_settings, wait_ready
-from tests.service.live import LiveServer
 from tests.service.test_api import assert_envelope
 
 CAT = image_bytes("chelsea.jpg")
 
 
 @pytest.fixture(scope="module")
-def server(exported_model: Path) -> Iterator[LiveServer]:
-    live = LiveServer(
-        exported_model, max_batch_size=8, max_batch_delay_ms=50, max_files=8, ort_threads=2
+def server(exported_model: Path) -> Iterator[ServiceProcess]:
+    live = ServiceProcess(
+        exported_model,
+        {"device": "cpu", "max_batch_size": 8, "max_batch_delay_ms": 50, "max_files": 8},
     )
     try:
         live.wait_ready()
@@ -43,7 +44,7 @@ def post_cat(url: str, endpoint: str = "/classify", count: int = 1) -> httpx.Res
     return httpx.post(f"{url}{endpoint}", files=upload, timeout=120)
 
 
-def test_concurrent_requests_are_batched_together(server: LiveServer) -> None:
+def test_concurrent_requests_are_batched_together(server: ServiceProcess) -> None:
     before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
     endpoints = ["/classify", "/features"] * 8
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -58,7 +59,7 @@ def test_concurrent_requests_are_batched_together(server: LiveServer) -> None:
     assert max(int(size) for size in after["batch_sizes"]) > 1
 
 
-def test_disconnected_client_is_dropped_before_inference(server: LiveServer) -> None:
+def test_disconnected_client_is_dropped_before_inference(server: ServiceProcess) -> None:
     before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
     with ThreadPoolExecutor(max_workers=1) as pool:
         busy = pool.submit(post_cat, server.url, "/features", 8)  # keeps the model busy
@@ -122,7 +123,8 @@ def test_not_ready_gives_503(exported_model: Path) -> None:
 
 
 def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> None:
-    live = LiveServer(exported_model, max_batch_size=4, max_batch_delay_ms=5, max_files=8)
+    settings = {"device": "cpu", "max_batch_size": 4, "max_batch_delay_ms": 5, "max_files": 8}
+    live = ServiceProcess(exported_model, settings)
     try:
         live.wait_ready()
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -135,7 +137,7 @@ def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> No
         assert all(len(r.json()["results"]) == 6 for r in responses)
         # uvicorn re-raises the SIGTERM it handled once the drain is done (a clean exit).
         assert live.process.wait(60) in (0, -signal.SIGTERM)
-        output = live.process.stdout.read()  # type: ignore[union-attr]
+        output = live.process.stderr.read()  # type: ignore[union-attr]
         assert "Traceback" not in output and "ERROR" not in output, output
     finally:
         live.stop()
@@ -198,12 +200,10 @@ def test_batcher_skips_cancelled_and_expired_and_bounds_the_queue() -> None:
     asyncio.run(scenario())
 
 
-def test_container_healthcheck_probes_readyz(server: LiveServer) -> None:
+def test_container_healthcheck_probes_readyz(server: ServiceProcess) -> None:
     import os
     import subprocess
     import sys
-
-    from tests.service.live import free_port
 
     def probe(port: int) -> int:
         return subprocess.run(
