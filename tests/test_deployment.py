@@ -135,6 +135,13 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "deploy" not in api_cpu
     assert api_cpu["environment"]["XCEPTION_DEVICE"] == "cpu"
+    # The compose defaults are the service's tuned per-provider defaults.
+    from service.runtime import BATCHING_DEFAULTS, CPU_EP, CUDA_EP
+
+    for service, provider in ((api, CUDA_EP), (api_cpu, CPU_EP)):
+        size, delay = BATCHING_DEFAULTS[provider]
+        assert int(service["environment"]["XCEPTION_MAX_BATCH_SIZE"]) == size
+        assert float(service["environment"]["XCEPTION_MAX_BATCH_DELAY_MS"]) == delay
     for service in (api, api_cpu):
         assert service["build"]["target"] == "runtime"
         assert service["depends_on"]["export"]["condition"] == "service_completed_successfully"
