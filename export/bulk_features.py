@@ -15,15 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from service.config import available_cores
 from service.errors import ServiceError
-from service.preprocess import Preprocessor
+from service.preprocess import IMAGE_SUFFIXES, Preprocessor
 from service.runtime import ModelLoadError, ModelRuntime
 
-IMAGE_SUFFIXES = {ext.lower() for ext in Image.registered_extensions()}
 MAX_PIXELS = 200_000_000
 
 

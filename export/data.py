@@ -18,11 +18,10 @@ from PIL import Image, ImageOps
 from torchvision import transforms
 
 from export.errors import ExportError
-from service.preprocess import to_rgb
+from service.preprocess import IMAGE_SUFFIXES, to_rgb
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"validation": "val", "valid": "val"}
-IMAGE_SUFFIXES = {ext.lower() for ext in Image.registered_extensions()}
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ import onnxruntime as ort
 from export.errors import ExportError
 from service.errors import ServiceError
 from service.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from service.preprocess import Preprocessor
+from service.preprocess import IMAGE_SUFFIXES, Preprocessor
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 CALIBRATION_BATCH = 8
 
 

@@ -25,6 +25,9 @@ RESAMPLING = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+# File extensions Pillow can open: how folder tools (fine-tuning, calibration, bulk
+# features) tell image files from the rest.
+IMAGE_SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
 # Our own max_pixels check runs first; Pillow's global guard is only a second net.
 Image.MAX_IMAGE_PIXELS = None
 

@@ -89,7 +89,8 @@ def test_variant_below_threshold_is_refused_and_not_published(
     dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "xception" / "16"
-    refused = r"--precision fp16: top-1 agreement with fp32 1\.000 \(need 1\.01\)"
+    # 1.01 cannot be met whatever the (random-init) agreement is: this checks the refusal.
+    refused = r"--precision fp16: top-1 agreement with fp32 [01]\.\d{3} \(need 1\.01\)"
     with pytest.raises(ExportError, match=refused):
         export_model(
             ExportOptions(
