@@ -19,10 +19,8 @@ from tqdm import tqdm
 
 from service.config import available_cores
 from service.errors import ServiceError
-from service.preprocess import IMAGE_SUFFIXES, Preprocessor
+from service.preprocess import IMAGE_SUFFIXES, LOCAL_MAX_PIXELS, Preprocessor
 from service.runtime import ModelLoadError, ModelRuntime
-
-MAX_PIXELS = 200_000_000
 
 
 class FeaturesError(Exception):
@@ -72,7 +70,7 @@ def extract(
     runtime: ModelRuntime, paths: list[Path], batch_size: int
 ) -> tuple[np.ndarray, list[Path], list[Path]]:
     """(features [N, D], paths kept, paths skipped as unreadable)."""
-    preprocess = Preprocessor.for_card(runtime.card, MAX_PIXELS)
+    preprocess = Preprocessor.for_card(runtime.card, LOCAL_MAX_PIXELS)
 
     def load(path: Path) -> np.ndarray | None:
         try:

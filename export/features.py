@@ -21,8 +21,6 @@ from export.serving import ServingModel
 from service.errors import ServiceError
 from service.preprocess import Preprocessor
 
-MAX_PIXELS = 200_000_000  # training data is trusted more than uploads, but not infinitely
-
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -23,10 +23,6 @@ class Steps:
         self.stream = stream if stream is not None else sys.stderr
         self.started = time.perf_counter()
 
-    def log(self, message: str) -> None:
-        """Print an indented detail line under the current step."""
-        print(f"      {message}", file=self.stream, flush=True)
-
     @contextmanager
     def step(self, what: str) -> Iterator[dict[str, str]]:
         """Time one step; put a ``detail`` into the yielded dict to append it to the end line."""

@@ -28,6 +28,9 @@ RESAMPLING = {
 # File extensions Pillow can open: how folder tools (fine-tuning, calibration, bulk
 # features) tell image files from the rest.
 IMAGE_SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
+# Pixel limit for local files the export stage reads (training data, calibration sets,
+# bulk feature folders): trusted more than uploads (XCEPTION_MAX_PIXELS), but not infinitely.
+LOCAL_MAX_PIXELS = 200_000_000
 # Our own max_pixels check runs first; Pillow's global guard is only a second net.
 Image.MAX_IMAGE_PIXELS = None
 

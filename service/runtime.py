@@ -54,12 +54,9 @@ def cuda_device_count() -> tuple[int, str]:
     return count.value, f"{count.value} GPU(s)"
 
 
-def read_card(path: Path) -> ModelCard:
-    """The card embedded in ``path`` (an .onnx file written by xception-export)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    meta = ort.InferenceSession(str(path), options, providers=[CPU_EP]).get_modelmeta()
-    raw = meta.custom_metadata_map.get(METADATA_CARD_KEY)
+def card_of(session: ort.InferenceSession, path: Path) -> ModelCard:
+    """The card embedded in the model ``session`` runs (an .onnx file from xception-export)."""
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_CARD_KEY)
     if raw is None:
         raise ModelLoadError(
             f"{path} has no '{METADATA_CARD_KEY}' metadata: export it with xception-export"
@@ -78,12 +75,6 @@ class ModelRuntime:
         spinning: bool = False,
     ) -> None:
         self.path = path
-        try:
-            self.card = read_card(path)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # ORT says "invalid protobuf" etc.: name the file instead
-            raise ModelLoadError(f"cannot load {path}: {exc}") from exc
         providers = self._providers(device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -98,7 +89,11 @@ class ModelRuntime:
         )
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # ORT says "invalid protobuf" etc.: name the file instead
+            raise ModelLoadError(f"cannot load {path}: {exc}") from exc
+        self.card = card_of(self.session, path)
         self.provider = self.session.get_providers()[0]
         if CUDA_EP in providers and self.provider != CUDA_EP and device == "auto":
             logger.warning(
