@@ -1,9 +1,15 @@
-"""``python -m bench``: see :mod:`bench.run`."""
+"""``python -m bench [overload|soak] …``: throughput (:mod:`bench.run`, the default),
+overload (:mod:`bench.overload`) or soak (:mod:`bench.soak`)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench.run import main
+from bench import overload, run, soak
 
-sys.exit(main())
+COMMANDS = {"overload": overload.main, "soak": soak.main}
+
+argv = sys.argv[1:]
+if argv and argv[0] in COMMANDS:
+    sys.exit(COMMANDS[argv[0]](argv[1:]))
+sys.exit(run.main(argv))

@@ -9,24 +9,17 @@ concurrency → table with the ratio service ÷ raw engine → JSON + Markdown i
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.engine import decode_cost, make_uploads, raw_engine
 from bench.loadgen import ServiceProcess, drive
+from bench.report import ROOT, SOURCES, ensure_model, machine, step
+from bench.report import write_results as write_files
 from service.config import available_cores
 from service.preprocess import Preprocessor
 from service.runtime import CUDA_EP, ModelRuntime
-
-ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "tests" / "data" / "chelsea.jpg", ROOT / "tests" / "data" / "coffee.png"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,20 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--label", default="", help="name suffix for the results files")
     return parser.parse_args(argv)
-
-
-def step(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def ensure_model(model: Path) -> Path:
-    if (model / "model.onnx").is_file():
-        return model
-    step(f"no model at {model}: exporting legacy_xception --weights none")
-    subprocess.run(
-        [sys.executable, "-m", "export", "--weights", "none", "--out", str(model)], check=True
-    )
-    return model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,13 +127,10 @@ def summarize(
         100 * (rss["last_mb"] - rss["first_mb"]) / rss["first_mb"] if samples else 0.0
     )
     c1 = next((r for r in loads if r["concurrency"] == 1), None)
+    facts = machine()
     return {
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": available_cores(),
-            "python": platform.python_version(),
-        },
+        "created_at": facts.pop("created_at"),
+        "machine": facts,
         "model": {k: card.get(k) for k in ("name", "version", "arch", "precision", "weights")},
         "provider": info["provider"],
         "service_settings": {"batching": info["batching"], "threads": info["threads"]},
@@ -218,14 +194,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(folder: Path, results: dict[str, Any], label: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     name = (
-        f"{stamp}-{results['provider'].replace('ExecutionProvider', '').lower()}-"
+        f"{results['provider'].replace('ExecutionProvider', '').lower()}-"
         f"{results['model']['precision']}{'-' + label if label else ''}"
     )
-    (folder / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (folder / f"{name}.md").write_text(text)
-    print("\n" + text)
-    step(f"wrote {folder / name}.json and .md")
+    write_files(folder, results, name, markdown)

@@ -19,7 +19,12 @@ from tqdm import tqdm
 
 from service.config import available_cores
 from service.errors import ServiceError
-from service.preprocess import IMAGE_SUFFIXES, LOCAL_MAX_PIXELS, Preprocessor
+from service.preprocess import (
+    IMAGE_SUFFIXES,
+    LOCAL_MAX_ASPECT_RATIO,
+    LOCAL_MAX_PIXELS,
+    Preprocessor,
+)
 from service.runtime import ModelLoadError, ModelRuntime
 
 
@@ -70,7 +75,7 @@ def extract(
     runtime: ModelRuntime, paths: list[Path], batch_size: int
 ) -> tuple[np.ndarray, list[Path], list[Path]]:
     """(features [N, D], paths kept, paths skipped as unreadable)."""
-    preprocess = Preprocessor.for_card(runtime.card, LOCAL_MAX_PIXELS)
+    preprocess = Preprocessor.for_card(runtime.card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
 
     def load(path: Path) -> np.ndarray | None:
         try:

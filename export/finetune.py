@@ -22,7 +22,7 @@ from export.progress import Steps
 from export.serving import ServingModel, build_serving_model
 from export.train import StageResult, build_head, finetune, set_classifier, train_head
 from service.model_card import ModelCard
-from service.preprocess import LOCAL_MAX_PIXELS, Preprocessor
+from service.preprocess import LOCAL_MAX_ASPECT_RATIO, LOCAL_MAX_PIXELS, Preprocessor
 
 EVAL_BATCH = 16
 
@@ -57,7 +57,7 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Train ``model`` in place (new head, optionally fine-tuned); returns the report parts."""
     device = training_device()
-    preprocess = Preprocessor.for_card(card, max_pixels=LOCAL_MAX_PIXELS)
+    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
     serving = build_serving_model(model, card.mean, card.std)
 
     with steps.step(f"stage 1: bottleneck features + {options.head} head on {device}") as info:

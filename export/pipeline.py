@@ -29,7 +29,7 @@ from export.report import classification_metrics, onnx_predictions, write_report
 from export.serving import build_serving_model
 from export.verify import check_parity
 from service.model_card import ModelCard, Precision
-from service.preprocess import LOCAL_MAX_PIXELS, Preprocessor
+from service.preprocess import LOCAL_MAX_ASPECT_RATIO, LOCAL_MAX_PIXELS, Preprocessor
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
@@ -191,7 +191,7 @@ def _evaluate(onnx_path: Path, card: ModelCard, report: dict[str, Any]) -> dict[
     """Test-split metrics from ONNX Runtime; fills ``report['test']``, returns card metrics."""
     root = Path(report["dataset"]["root"])
     test = [(root / rel, label) for rel, label in report["test_samples"]]
-    preprocess = Preprocessor.for_card(card, max_pixels=LOCAL_MAX_PIXELS)
+    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
     probabilities = onnx_predictions(onnx_path, [p for p, _ in test], preprocess)
     labels = np.array([label for _, label in test])
     report["test"] = classification_metrics(labels, probabilities.argmax(axis=1), card.labels)

@@ -24,7 +24,12 @@ import onnxruntime as ort
 from export.errors import ExportError
 from service.errors import ServiceError
 from service.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from service.preprocess import IMAGE_SUFFIXES, LOCAL_MAX_PIXELS, Preprocessor
+from service.preprocess import (
+    IMAGE_SUFFIXES,
+    LOCAL_MAX_ASPECT_RATIO,
+    LOCAL_MAX_PIXELS,
+    Preprocessor,
+)
 
 CALIBRATION_BATCH = 8
 
@@ -36,7 +41,7 @@ def calibration_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(paths) > limit:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)]
-    preprocess = Preprocessor.for_card(card, max_pixels=LOCAL_MAX_PIXELS)
+    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
     arrays = []
     for path in paths:
         try:

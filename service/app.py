@@ -9,38 +9,51 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Scope
 
+from service.admission import Refusal, Ticket
 from service.config import Settings
 from service.errors import install_error_handlers
+from service.guards import AdmissionGate, ApiKeyGuard
 from service.inference import InferenceService
-from service.limits import BodySizeLimit
+from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
+from service.priority import lower_thread_priority
 from service.routes import inference, ops
 from service.runtime import ModelRuntime
 
 logger = logging.getLogger("service.app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app for ``settings`` (default: read from the ``XCEPTION_*`` environment)."""
+def load_runtime(settings: Settings) -> ModelRuntime:
+    """The ONNX Runtime session for ``settings`` (raises ModelLoadError, one clear line)."""
+    return ModelRuntime(
+        settings.model_file, settings.device, settings.intra_op_threads, settings.ort_spinning
+    )
+
+
+def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
+    """The app for ``settings`` (default: read from the ``XCEPTION_*`` environment).
+
+    ``runtime``: an already loaded model (``xception-serve`` loads it first, so a bad model
+    file is one line on stderr rather than a traceback from inside the server).
+    """
     settings = settings or Settings()
     registry = CollectorRegistry()
+    drain = DrainSignal(settings.drain_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Loading the session is quick and must succeed before we serve at all;
         # warm-up runs in the background while /healthz answers and /readyz says 503.
-        runtime = await asyncio.to_thread(
-            ModelRuntime,
-            settings.model_file,
-            settings.device,
-            settings.intra_op_threads,
-            settings.ort_spinning,
-        )
-        service = InferenceService(runtime, settings)
+        loaded = runtime if runtime is not None else await asyncio.to_thread(load_runtime, settings)
+        service = InferenceService(loaded, settings, drain)
         registry.register(BatcherCollector(service.batcher))
         app.state.service = service
         service.start()
+        # From here on, this thread (the event loop: HTTP, refusals) and the decode threads it
+        # starts yield the CPU to inference under contention; the model's threads exist already.
+        lower_thread_priority(settings.http_niceness)
         try:
             yield
         finally:
@@ -55,10 +68,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.drain = drain
     install_error_handlers(app)
     app.include_router(inference.router)
     app.include_router(ops.router)
-    # Outermost first: metrics see every response, including body-limit rejections.
+
+    def admit(scope: Scope) -> Ticket | Refusal:
+        service: InferenceService = app.state.service
+        return service.admit()
+
+    # add_middleware wraps: the last added runs first. Order of a request: metrics (sees
+    # every answer) → API key → admission → body time limit → body size limit → routes.
+    # Everything before the body limits answers from the headers alone.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s, drain=drain)
+    app.add_middleware(AdmissionGate, admission=admit)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(ApiKeyGuard, api_key=key)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     return app

@@ -60,6 +60,21 @@ class BatcherStats:
     dropped_cancelled: int = 0
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     inference_seconds: float = 0.0
+    # Recent model time per image (exponential moving average over batches): what admission
+    # control and Retry-After estimate waiting times with. Seeded from the warm-up.
+    seconds_per_image: float = 0.1
+
+    def record_batch(self, size: int, seconds: float) -> None:
+        """Count one successful batch of ``size`` images that took ``seconds``."""
+        self.batches += 1
+        self.images += size
+        self.batch_sizes[size] += 1
+        self.inference_seconds += seconds
+        self.seconds_per_image += SMOOTHING * (seconds / size - self.seconds_per_image)
+
+
+# Weight of the newest batch in seconds_per_image: reacts within ~5 batches, not to one outlier.
+SMOOTHING = 0.2
 
 
 class DynamicBatcher:
@@ -79,11 +94,15 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.stats = BatcherStats()
         self._queue: collections.deque[WorkItem] = collections.deque()
+        self.in_flight = 0  # images in the batch the model is running now
         self._wakeup = asyncio.Event()
         self._closing = False
         self._consumer: asyncio.Task[None] | None = None
         # One thread: one batch in flight; ORT parallelises inside the call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # Start the thread now, from the thread that builds the batcher: threads inherit
+        # their creator's scheduling priority (see service.priority).
+        self._executor.submit(lambda: None).result()
 
     @property
     def queue_depth(self) -> int:
@@ -173,6 +192,7 @@ class DynamicBatcher:
     async def _run(self, batch: list[WorkItem]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self.in_flight = len(batch)
         try:
             stacked = np.stack([item.image for item in batch])
             probabilities, features = await loop.run_in_executor(
@@ -190,11 +210,9 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(BatchFailed(f"{type(exc).__name__}: {exc}"))
             return
-        elapsed = time.perf_counter() - started
-        self.stats.batches += 1
-        self.stats.images += len(batch)
-        self.stats.batch_sizes[len(batch)] += 1
-        self.stats.inference_seconds += elapsed
+        finally:
+            self.in_flight = 0
+        self.stats.record_batch(len(batch), time.perf_counter() - started)
         for row, item in enumerate(batch):
             if not item.future.done():
                 item.future.set_result((probabilities[row], features[row]))

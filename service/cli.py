@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.config import Settings, describe_validation_error
+from service.config import Settings, describe_validation_error, unknown_variables
 
-# Seconds beyond the request timeout that a SIGTERM drain may take before uvicorn gives up.
-DRAIN_GRACE_S = 5.0
+logger = logging.getLogger("service.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate settings (one line per bad variable, exit 2), then serve until SIGTERM/SIGINT."""
+    """Validate settings (one line per bad variable, exit 2), load the model (one line and
+    exit 1 if it cannot be used), then serve until SIGTERM/SIGINT."""
     argparse.ArgumentParser(
         prog="xception-serve",
         description="Serve an exported model over HTTP (POST /classify, POST /features).",
@@ -33,15 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from service.app import create_app
+    for warning in unknown_variables(os.environ):
+        logger.warning(warning)
+    from service.app import create_app, load_runtime
+    from service.runtime import ModelLoadError
+    from service.server import serve
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.request_timeout_s + DRAIN_GRACE_S),
-    )
+    try:
+        runtime = load_runtime(settings)
+    except ModelLoadError as exc:
+        print(f"xception-serve: {exc}", file=sys.stderr)
+        return 1
+    serve(create_app(settings, runtime), settings)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +12,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "XCEPTION_"
+# XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
+# the service: present in a container's environment without being a typo.
+DEPLOYMENT_VARIABLES = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "EXPORT_ARGS", "WEIGHTS_DIR", "DATA_DIR", "MODEL_NAME", "MODEL_VERSION",
+        "PUBLISH_PORT", "RUNTIME_IMAGE", "EXPORT_IMAGE",
+    )
+)  # fmt: skip
 
 
 def available_cores() -> int:
@@ -35,6 +46,25 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(20.0, gt=0.0, description="largest request body")
     max_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width × height")
     max_files: int = Field(16, ge=1, description="files per request")
+    # The work an accepted image causes is bounded by max_pixels (decode) and by this ratio
+    # (the crop policy scales the shorter side to ~333 px: a 1×2000 image would become
+    # 333×666,000 pixels before the crop).
+    max_aspect_ratio: float = Field(20.0, ge=1.0, description="longer side ÷ shorter side")
+    # Admission: a request is refused (503, before its body is read) when the images
+    # already waiting would take longer than this to run, at the measured time per image.
+    max_queue_wait_s: float = Field(1.5, gt=0.0)
+    # Niceness added to the HTTP event loop and decode threads (not to the model's threads):
+    # under a storm of refused requests, inference keeps the CPU (0 = same priority).
+    http_niceness: int = Field(10, ge=0, le=19)
+    # The connection edge (uvicorn): slow or oversized requests are cut off.
+    header_timeout_s: float = Field(10.0, gt=0.0, description="to receive a request's headers")
+    body_timeout_s: float = Field(60.0, gt=0.0, description="to receive a request's body")
+    max_header_kb: int = Field(64, ge=1, le=1024, description="request line + headers")
+    max_connections: int = Field(512, ge=1, description="open connections; past it, 503")
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connection lifetime")
+    # SIGTERM: stop accepting, cut off uploads still arriving, finish the rest within this
+    # (below Kubernetes' default 30 s grace period).
+    drain_timeout_s: float = Field(20.0, gt=0.0)
     api_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -78,6 +108,10 @@ class Settings(BaseSettings):
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def max_header_bytes(self) -> int:
+        return self.max_header_kb * 1024
+
+    @property
     def intra_op_threads(self) -> int:
         return self.ort_threads or available_cores()
 
@@ -95,3 +129,20 @@ def describe_validation_error(error: ValidationError) -> str:
         shown = "" if isinstance(value, dict) else f"={value!r}"
         lines.append(f"{key}{shown}: {item['msg']}")
     return "; ".join(lines)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``XCEPTION_*`` variable no setting reads, naming the closest known one.
+
+    pydantic-settings ignores unknown variables; a typo (``XCEPTION_MAX_QEUE``) would
+    otherwise silently leave the default in force.
+    """
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | DEPLOYMENT_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings

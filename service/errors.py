@@ -7,7 +7,9 @@ unexpected exception into the envelope, so no client ever sees a bare 500 page.
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +17,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("service.errors")
+
+# A 422 names each bad parameter with an excerpt of what was sent, never the whole value.
+MAX_VALIDATION_PROBLEMS = 5
+MAX_EXCERPT_CHARS = 80
 
 
 class ServiceError(Exception):
@@ -53,6 +59,11 @@ class UnsupportedMedia(ServiceError):
     status_code, code = 415, "unsupported_media_type"
 
 
+class UnsupportedAspectRatio(ServiceError):
+    # The image is valid, but resizing it would cost far more than its size suggests.
+    status_code, code = 422, "unsupported_aspect_ratio"
+
+
 class InvalidParameter(ServiceError):
     status_code, code = 422, "invalid_parameter"
 
@@ -73,6 +84,14 @@ class ShuttingDown(ServiceError):
     status_code, code = 503, "shutting_down"
 
 
+class BodyTimeout(ServiceError):
+    status_code, code = 408, "request_timeout"
+
+
+class HeadersTooLarge(ServiceError):
+    status_code, code = 431, "headers_too_large"
+
+
 class RequestTimeout(ServiceError):
     status_code, code = 504, "timeout"
 
@@ -87,16 +106,32 @@ class InferenceFailed(ServiceError):
 
 
 def error_response(
-    status_code: int, code: str, message: str, retry_after_s: int | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    retry_after_s: int | None = None,
+    *,
+    close: bool = False,
 ) -> JSONResponse:
-    """The envelope as a response; 503s carry ``Retry-After``."""
+    """The envelope as a response; 503s carry ``Retry-After``.
+
+    ``close``: answer ``Connection: close`` — for refusals sent before the body was read,
+    so the server closes the connection instead of reading the rest of the upload.
+    """
     headers = {}
     if retry_after_s is not None:
         headers["Retry-After"] = str(retry_after_s)
     if status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if close:
+        headers["Connection"] = "close"
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def envelope_bytes(code: str, message: str) -> bytes:
+    """The envelope's JSON body, for answers written below the ASGI app (the HTTP protocol)."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
@@ -106,12 +141,24 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for item in exc.errors():
-        where = ".".join(str(part) for part in item["loc"] if part not in ("body", "query"))
-        given = f" (got {item['input']!r})" if item.get("input") not in (None, {}) else ""
-        problems.append(f"{where}: {item['msg']}{given}")
+    errors = exc.errors()
+    problems = [_describe(item) for item in errors[:MAX_VALIDATION_PROBLEMS]]
+    if len(errors) > MAX_VALIDATION_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_VALIDATION_PROBLEMS} more")
     return error_response(422, "invalid_parameter", "; ".join(problems))
+
+
+def _describe(item: Any) -> str:
+    """One validation problem, with at most a short excerpt of the value that caused it:
+    the submitted value may be megabytes (a text field named ``file``), never echo it."""
+    where = ".".join(str(part) for part in item["loc"] if part not in ("body", "query"))
+    value = item.get("input")
+    if value in (None, {}):
+        return f"{where}: {item['msg']}"
+    shown = repr(value)
+    if len(shown) > MAX_EXCERPT_CHARS:
+        shown = f"{shown[:MAX_EXCERPT_CHARS]}… ({len(shown):,} characters)"
+    return f"{where}: {item['msg']} (got {shown})"
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
+from service.admission import AdmissionControl, Refusal, Ticket
 from service.batcher import (
     BatcherClosed,
     BatchFailed,
@@ -36,6 +36,8 @@ from service.errors import (
     ShuttingDown,
     TooManyFiles,
 )
+from service.guards import ADMISSION_STATE_KEY
+from service.limits import DrainSignal
 from service.preprocess import Preprocessor
 from service.runtime import ModelRuntime
 
@@ -53,11 +55,15 @@ class Upload:
 class InferenceService:
     """Owns the runtime, the decode pool and the batcher for one model."""
 
-    def __init__(self, runtime: ModelRuntime, settings: Settings) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, settings: Settings, drain: DrainSignal | None = None
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.card = runtime.card
-        self.preprocess = Preprocessor.for_card(runtime.card, settings.max_pixels)
+        self.preprocess = Preprocessor.for_card(
+            runtime.card, settings.max_pixels, settings.max_aspect_ratio
+        )
         self.max_batch_size, self.max_batch_delay_ms = runtime.batching(
             settings.max_batch_size, settings.max_batch_delay_ms
         )
@@ -67,6 +73,10 @@ class InferenceService:
             max_delay_s=self.max_batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,
         )
+        self.admission = AdmissionControl(
+            self.batcher, max_queue=settings.max_queue, max_wait_s=settings.max_queue_wait_s
+        )
+        self.drain = drain or DrainSignal(settings.drain_timeout_s)
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
         )
@@ -82,6 +92,9 @@ class InferenceService:
     async def _warm_up(self) -> None:
         sizes = self.runtime.warm_up_sizes(self.max_batch_size)
         self.warmup_seconds = await asyncio.to_thread(self.runtime.warm_up, sizes)
+        # Admission estimates waiting time before the first real batch has been timed.
+        largest = max(self.warmup_seconds)
+        self.batcher.stats.seconds_per_image = self.warmup_seconds[largest] / largest
         self.ready = True
         logger.info(
             "warm-up done (batch sizes %s: %s); ready",
@@ -93,8 +106,23 @@ class InferenceService:
         self.ready = False
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
-        await self.batcher.close(timeout_s=self.settings.request_timeout_s)
+        left_s = self.drain.deadline - asyncio.get_running_loop().time()
+        await self.batcher.close(timeout_s=max(0.0, min(left_s, self.settings.request_timeout_s)))
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    def admit(self) -> Ticket | Refusal:
+        """Whether a new request can be served in time, decided before its body is read."""
+        if self.drain.draining:
+            return Refusal(
+                "shutting_down", "the server is shutting down; retry on another replica", 1
+            )
+        if not self.ready:
+            return Refusal(
+                "not_ready",
+                "the model is still loading/warming up; retry shortly",
+                NOT_READY_RETRY_AFTER_S,
+            )
+        return self.admission.admit()
 
     async def infer(self, uploads: list[Upload], request: Request) -> list[Rows]:
         """Rows (probabilities, features) for each upload, in upload order."""
@@ -123,6 +151,11 @@ class InferenceService:
             raise self._overloaded(str(exc)) from exc
         except BatcherClosed as exc:
             raise ShuttingDown(f"{exc}; retry on another replica", retry_after_s=1) from exc
+        finally:
+            # Queued (they count in the queue now) or refused: either way no longer arriving.
+            ticket = request.scope.get("state", {}).get(ADMISSION_STATE_KEY)
+            if ticket is not None:
+                ticket.release()
         return await self._await_rows(futures, deadline, request)
 
     async def _await_rows(
@@ -131,17 +164,30 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
         gone = loop.create_task(_wait_for_disconnect(request))
-        waiting: set[asyncio.Future[Any]] = {rows, gone}
+        drain = loop.create_task(self.drain.event.wait())
+        waiting: set[asyncio.Future[Any]] = {rows, gone, drain}
         try:
-            await asyncio.wait(
-                waiting, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
-            )
+            while True:
+                # A drain that starts while we wait moves the deadline into the drain time.
+                until = min(deadline, self.drain.deadline)
+                await asyncio.wait(
+                    waiting, timeout=until - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if rows.done() or gone.done() or loop.time() >= until:
+                    break
+                waiting.discard(drain)
             if rows.done():
                 return list(rows.result())
             for future in futures:
                 future.cancel()  # queued images are skipped by the batcher
             if gone.done():
                 raise ClientClosedRequest("the client disconnected before its result was ready")
+            if self.drain.draining and self.drain.deadline < deadline:
+                raise ShuttingDown(
+                    "the server is shutting down and could not finish this request within "
+                    "its drain time (XCEPTION_DRAIN_TIMEOUT_S); retry on another replica",
+                    retry_after_s=1,
+                )
             raise RequestTimeout(
                 f"no result within {self.settings.request_timeout_s:g}s "
                 "(XCEPTION_REQUEST_TIMEOUT_S); the service is busy, retry later"
@@ -154,6 +200,7 @@ class InferenceService:
             raise ShuttingDown(str(exc), retry_after_s=1) from exc
         finally:
             gone.cancel()
+            drain.cancel()
             if not rows.done():
                 rows.cancel()
 
@@ -168,14 +215,8 @@ class InferenceService:
         return Overloaded(
             f"the queue is full ({detail}, XCEPTION_MAX_QUEUE); retry after the Retry-After "
             "delay or add replicas",
-            retry_after_s=self.retry_after_s(),
+            retry_after_s=self.admission.retry_after_s(),
         )
-
-    def retry_after_s(self) -> int:
-        """Seconds until the queue has likely drained, from the measured time per image."""
-        stats = self.batcher.stats
-        per_image = stats.inference_seconds / stats.images if stats.images else 0.1
-        return max(1, math.ceil(self.batcher.queue_depth * per_image))
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import EmptyFile, ImageTooLarge, InvalidImage, UnsupportedMedia
+from service.errors import (
+    EmptyFile,
+    ImageTooLarge,
+    InvalidImage,
+    UnsupportedAspectRatio,
+    UnsupportedMedia,
+)
 from service.model_card import ModelCard, ResizePolicy
 
 RESAMPLING = {
@@ -31,6 +37,11 @@ IMAGE_SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
 # Pixel limit for local files the export stage reads (training data, calibration sets,
 # bulk feature folders): trusted more than uploads (XCEPTION_MAX_PIXELS), but not infinitely.
 LOCAL_MAX_PIXELS = 200_000_000
+# Longer side ÷ shorter side. The crop policy scales the shorter side to the scale size, so
+# the resized image has up to scale² × ratio pixels: this bounds the resize's time and memory
+# for any accepted image (a 1×100000 PNG of 471 bytes would otherwise become 333×33,300,000).
+DEFAULT_MAX_ASPECT_RATIO = 20.0
+LOCAL_MAX_ASPECT_RATIO = 100.0
 # Our own max_pixels check runs first; Pillow's global guard is only a second net.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -44,15 +55,25 @@ class Preprocessor:
     mode: str
     resample: Image.Resampling
     max_pixels: int
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
 
     @classmethod
-    def for_card(cls, card: ModelCard, max_pixels: int) -> Preprocessor:
+    def for_card(
+        cls,
+        card: ModelCard,
+        max_pixels: int,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    ) -> Preprocessor:
         """The preprocessing the card's weights were trained with."""
-        return cls.for_policy(card.input_size, card.resize, max_pixels)
+        return cls.for_policy(card.input_size, card.resize, max_pixels, max_aspect_ratio)
 
     @classmethod
     def for_policy(
-        cls, input_size: tuple[int, int], resize: ResizePolicy, max_pixels: int
+        cls,
+        input_size: tuple[int, int],
+        resize: ResizePolicy,
+        max_pixels: int,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
     ) -> Preprocessor:
         """Preprocessing for a resize policy (the export stage, before a card exists)."""
         if resize.interpolation not in RESAMPLING:
@@ -65,6 +86,7 @@ class Preprocessor:
             mode=resize.mode,
             resample=RESAMPLING[resize.interpolation],
             max_pixels=max_pixels,
+            max_aspect_ratio=max_aspect_ratio,
         )
 
     def __call__(self, data: bytes, filename: str = "") -> np.ndarray:
@@ -93,6 +115,12 @@ class Preprocessor:
             raise ImageTooLarge(
                 f"{name}: {width}×{height} = {width * height:,} pixels exceeds the limit of "
                 f"{self.max_pixels:,} (XCEPTION_MAX_PIXELS)"
+            )
+        if max(width, height) > self.max_aspect_ratio * max(1, min(width, height)):
+            raise UnsupportedAspectRatio(
+                f"{name}: {width}×{height} has an aspect ratio of "
+                f"{max(width, height) / max(1, min(width, height)):,.1f}:1; the limit is "
+                f"{self.max_aspect_ratio:g}:1 (XCEPTION_MAX_ASPECT_RATIO); crop it first"
             )
         try:
             return self._pixels(image)

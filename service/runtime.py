@@ -61,7 +61,11 @@ def card_of(session: ort.InferenceSession, path: Path) -> ModelCard:
         raise ModelLoadError(
             f"{path} has no '{METADATA_CARD_KEY}' metadata: export it with xception-export"
         )
-    return ModelCard.model_validate(json.loads(raw))
+    try:
+        return ModelCard.model_validate(json.loads(raw))
+    except ValueError as exc:  # bad JSON, or a card that fails validation
+        problem = str(exc).splitlines()[0]
+        raise ModelLoadError(f"{path} has an unreadable model card: {problem}") from exc
 
 
 class ModelRuntime:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from service.deps import ServiceDep, UploadsDep, require_api_key
+from service.deps import ServiceDep, UploadsDep
 from service.errors import InvalidParameter
 from service.inference import l2_normalize, top_k
 from service.schemas import (
@@ -19,8 +19,13 @@ from service.schemas import (
     Prediction,
 )
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 499, 500, 503, 504)}
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS)  # type: ignore[arg-type]
+ERRORS = {
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 408, 413, 415, 422, 431, 499, 500, 503, 504)
+}
+router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
+# Predictions per image when top_k is not given (fewer when the model has fewer classes).
+DEFAULT_TOP_K = 5
 
 
 @router.post("/classify", response_model=ClassifyResponse)
@@ -28,10 +33,15 @@ async def classify(
     request: Request,
     service: ServiceDep,
     uploads: UploadsDep,
-    k: Annotated[int, Query(alias="top_k", ge=1, description="predictions per image")] = 5,
+    k: Annotated[
+        int | None,
+        Query(alias="top_k", ge=1, description="predictions per image (default: 5, at most C)"),
+    ] = None,
 ) -> ClassifyResponse:
     """Top-k labels for each uploaded image, in upload order."""
-    if k > service.card.num_classes:
+    if k is None:
+        k = min(DEFAULT_TOP_K, service.card.num_classes)
+    elif k > service.card.num_classes:
         raise InvalidParameter(f"top_k={k} must be between 1 and {service.card.num_classes}")
     rows = await service.infer(uploads, request)
     labels = service.card.labels

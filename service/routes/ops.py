@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.config import Settings
-from service.deps import ServiceDep, get_settings, require_api_key
+from service.deps import ServiceDep, get_settings
 from service.errors import NotReady
 from service.inference import NOT_READY_RETRY_AFTER_S
 from service.schemas import ModelsResponse, Status
@@ -32,7 +32,7 @@ async def readyz(service: ServiceDep) -> Status:
     return Status(status="ready")
 
 
-@router.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(require_api_key)])
+@router.get("/v1/models", response_model=ModelsResponse)
 async def models(
     service: ServiceDep, settings: Annotated[Settings, Depends(get_settings)]
 ) -> ModelsResponse:
@@ -50,7 +50,10 @@ async def models(
                 "max_batch_size": service.max_batch_size,
                 "max_batch_delay_ms": service.max_batch_delay_ms,
                 "max_queue": settings.max_queue,
+                "max_queue_wait_s": settings.max_queue_wait_s,
                 "request_timeout_s": settings.request_timeout_s,
+                "seconds_per_image": stats.seconds_per_image,
+                "expected_wait_s": service.admission.expected_wait_s(),
             },
             "threads": {
                 "ort_intra_op": settings.intra_op_threads,
@@ -60,6 +63,13 @@ async def models(
                 "max_upload_mb": settings.max_upload_mb,
                 "max_pixels": settings.max_pixels,
                 "max_files": settings.max_files,
+                "max_aspect_ratio": settings.max_aspect_ratio,
+                "max_header_kb": settings.max_header_kb,
+                "header_timeout_s": settings.header_timeout_s,
+                "body_timeout_s": settings.body_timeout_s,
+                "max_connections": settings.max_connections,
+                "keep_alive_s": settings.keep_alive_s,
+                "drain_timeout_s": settings.drain_timeout_s,
             },
             "counters": {
                 "queue_depth": service.batcher.queue_depth,

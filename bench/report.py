@@ -1,0 +1,57 @@
+"""What every benchmark shares: the model it runs, step lines, machine facts, results files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.config import available_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "tests" / "data" / "chelsea.jpg", ROOT / "tests" / "data" / "coffee.png"]
+
+
+def step(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_model(model: Path) -> Path:
+    """``model``, exported with random weights first when it does not exist."""
+    if (model / "model.onnx").is_file():
+        return model
+    step(f"no model at {model}: exporting legacy_xception --weights none")
+    subprocess.run(
+        [sys.executable, "-m", "export", "--weights", "none", "--out", str(model)], check=True
+    )
+    return model
+
+
+def machine() -> dict[str, Any]:
+    """When and where the benchmark ran."""
+    return {
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": available_cores(),
+        "python": platform.python_version(),
+    }
+
+
+def write_results(
+    folder: Path, results: dict[str, Any], name: str, markdown: Callable[[dict[str, Any]], str]
+) -> Path:
+    """``<stamp>-<name>.json`` and ``.md`` in ``folder``; prints the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    stem.with_suffix(".md").write_text(text)
+    print("\n" + text)
+    step(f"wrote {stem}.json and .md")
+    return stem

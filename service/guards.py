@@ -1,0 +1,109 @@
+"""Refusals decided from the headers alone, before any of the body is read.
+
+An unauthenticated client, or one the queue cannot serve in time, must not make the
+server parse a 20 MB upload first: these ASGI middlewares answer from the request line
+and headers, and close the connection rather than read the rest of the body.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.admission import Refusal, Ticket
+from service.errors import error_response
+
+# Open without the API key: probes, metrics scrapes and the API's own documentation.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+# Requests that carry images to the model: what admission control applies to.
+INFERENCE_PATHS = frozenset({"/classify", "/features"})
+ADMISSION_STATE_KEY = "admission_ticket"
+
+
+class ApiKeyGuard:
+    """With a key configured, 401 unless ``Authorization: Bearer <key>`` (constant-time)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.expected = api_key.encode() if api_key is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.expected is None
+            or scope["type"] != "http"
+            or scope["path"] in PUBLIC_PATHS
+            or self.authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401,
+            "unauthorized",
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            close=scope.get("method") not in ("GET", "HEAD"),
+        )
+        await response(scope, receive, send)
+
+    def authorized(self, scope: Scope) -> bool:
+        """Compares raw header bytes: any byte sequence is a wrong key, never an error."""
+        assert self.expected is not None
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(values) != 1:
+            return False
+        scheme, _, token = values[0].strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected)
+
+
+class AdmissionGate:
+    """503 before the body when the service is not ready or cannot serve the request in time.
+
+    ``admit`` comes from the app's inference service at request time (it is created in the
+    lifespan); it returns a ticket, kept in the request's state until the images are queued,
+    or a refusal.
+    """
+
+    def __init__(self, app: ASGIApp, admission: Callable[[Scope], Ticket | Refusal]) -> None:
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope["path"] not in INFERENCE_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        decision = self.admission(scope)
+        if isinstance(decision, Refusal):
+            response = error_response(
+                503,
+                decision.code,
+                decision.message,
+                decision.retry_after_s,
+                close=_costly_to_skip(scope),
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[ADMISSION_STATE_KEY] = decision
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            decision.release()  # no-op when the images were queued
+
+
+# A refused request's body is skipped, not parsed, by the HTTP parser when the connection stays
+# open; up to this size skipping is cheaper than a new connection for the client's retry.
+SKIP_BODY_MAX_BYTES = 1024 * 1024
+
+
+def _costly_to_skip(scope: Scope) -> bool:
+    """Close rather than keep the connection: a large or chunked (unknown-length) body."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > SKIP_BODY_MAX_BYTES
+    return True

@@ -1,0 +1,31 @@
+"""Scheduling priority: inference first, HTTP with what is left when the CPU is contended.
+
+Under a storm of clients that retry at once after every 503, answering refusals is work
+without end: at the same priority, the event loop took a third of a 2-core machine from
+ONNX Runtime (README, "Reliability"). Linux schedules threads individually and a thread
+may lower its own priority without privileges, so the event loop thread lowers its own
+once the model's threads exist; threads it creates later (image decoding) inherit it.
+When nothing competes, niceness changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+logger = logging.getLogger("service.priority")
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Add ``niceness`` to the calling thread's nice value (Linux; elsewhere a no-op)."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
+    except OSError as exc:  # a sandbox that forbids it: run at the same priority
+        logger.warning("could not lower the HTTP thread's priority (%s); continuing", exc)
+        return
+    logger.info("HTTP/decode threads at nice %+d relative to inference", niceness)

@@ -1,0 +1,167 @@
+"""The HTTP server: uvicorn with the connection-level limits it lacks, and a drain hook.
+
+uvicorn times out idle keep-alive connections, but not a request whose headers trickle in
+at 1 byte/s, and it has no limit on header size with its default parser (httptools): a
+64 MB header was accepted. :class:`EdgeProtocol` adds both, answering in the error
+envelope; the body's own time limit is :class:`~service.limits.BodyDeadline` (an ASGI
+middleware, so it also covers the in-process test client). Past ``max_connections``,
+uvicorn's ``limit_concurrency`` refuses requests; we only replace its text/plain 503 by
+the envelope. :class:`DrainingServer` tells the app when SIGTERM's drain starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.config import Settings
+from service.errors import envelope_bytes, error_response
+from service.limits import DrainSignal
+
+ASGIApp = Any  # uvicorn's own ASGI3Application type is private
+
+
+async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    response = error_response(
+        503,
+        "too_many_connections",
+        "the server has as many open connections as it accepts (XCEPTION_MAX_CONNECTIONS); "
+        "retry after the Retry-After delay or on another replica",
+        retry_after_s=1,
+        close=True,
+    )
+    await response(scope, receive, send)
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline and a header size limit."""
+
+    header_timeout_s = 10.0
+    max_header_bytes = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Counted only while the headers are still incomplete after this chunk, so a chunk
+        # that ends the headers and starts the body never counts against the limit.
+        if self._awaiting_headers and self._header_bytes > self.max_header_bytes:
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"the request line and headers exceed {self.max_header_bytes:,} bytes "
+                "(XCEPTION_MAX_HEADER_KB)",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._awaiting_headers = True
+        if self._header_timer is None:  # a keep-alive connection's next request
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._header_bytes = 0
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: ASGIApp) -> None:
+        # uvicorn's limit_concurrency answers text/plain; keep every answer in the envelope.
+        super()._start_asgi_task(cycle, _over_capacity if app is service_unavailable else app)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers and not self.transport.is_closing():
+            self._refuse(
+                408,
+                "request_timeout",
+                f"the request headers did not arrive within {self.header_timeout_s:g}s "
+                "(XCEPTION_HEADER_TIMEOUT_S); the connection is closed",
+            )
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer in the envelope and close: below the app, as no request exists yet."""
+        if self.transport.is_closing():
+            return
+        body = envelope_bytes(code, message)
+        head = [STATUS_LINE[status]]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self._awaiting_headers = False
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[EdgeProtocol]:
+    """An :class:`EdgeProtocol` subclass carrying ``settings``' limits (uvicorn builds one
+    protocol object per connection from the class alone)."""
+    return type(
+        "ConfiguredEdgeProtocol",
+        (EdgeProtocol,),
+        {
+            "header_timeout_s": settings.header_timeout_s,
+            "max_header_bytes": settings.max_header_bytes,
+        },
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the app when the graceful shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, drain: DrainSignal) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.drain.begin()
+        await super().shutdown(sockets)
+
+
+def serve(app: Any, settings: Settings) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, then drain within ``settings.drain_timeout_s``."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=protocol_for(settings),
+        # uvicorn counts the connection being refused too: +1 so that max_connections are served.
+        limit_concurrency=settings.max_connections + 1,
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+    DrainingServer(config, app.state.drain).run()
