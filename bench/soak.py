@@ -179,8 +179,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"(drift **{checks['rss_drift_pct']:+.2f}%**, target < 2%), peak {rss['peak']:.0f} MB.",
             f"SIGTERM with a stalled upload and a request in flight: exited after "
             f"**{down['exit_s']:.1f} s** (drain setting {checks['drain_timeout_s']:g} s); the "
-            f"stalled upload got `{down['stalled_status_line']}` after {down['stalled_answer_s']:.2f}"
-            f" s (envelope: {down['stalled_got_envelope']}), the request in flight "
+            f"stalled upload got `{down['stalled_status_line']}` after "
+            f"{down['stalled_answer_s']:.2f} s (envelope: {down['stalled_got_envelope']}), "
+            "the request in flight "
             f"{down['in_flight_status']}.",
             "",
         ]

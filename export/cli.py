@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_model_folder,
         default=DEFAULT_OUT,
         metavar="DIR",
         help=f"a <name>/<version> folder to write model.onnx + model.json into ({DEFAULT_OUT})",
@@ -131,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="bottleneck-feature cache (default ~/.cache/xception-export/features)",
     )
     return parser
+
+
+# models/<name>/<version>: the service reads the name and version from these two folder names,
+# and a model repository orders versions as integers.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _model_folder(text: str) -> Path:
+    path = Path(text)
+    name, version = path.parent.name, path.name
+    if not version.isdigit() or not MODEL_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a <name>/<version> folder: the last part must be a version number "
+            f"and the one before it a model name (letters, digits, . _ -), e.g. models/xception/1"
+        )
+    return path
 
 
 def _positive_int(text: str) -> int:

@@ -126,10 +126,13 @@ print('ok')
 def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
     gpu = compose("--profile", "gpu")["services"]
     cpu = compose("--profile", "cpu")["services"]
-    for services in (gpu, cpu):
-        export = services["export"]
+    for export in (gpu["export-gpu"], cpu["export"]):
         assert "models:/models" in str(export["volumes"])
         assert export["build"]["target"] == "export"
+    # Fine-tuning in the gpu profile runs on the GPU: the export service reserves one too.
+    (export_device,) = gpu["export-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert export_device["driver"] == "nvidia" and "gpu" in export_device["capabilities"]
+    assert "deploy" not in cpu["export"]
     api, api_cpu = gpu["api"], cpu["api-cpu"]
     (device,) = api["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
@@ -142,9 +145,10 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
         size, delay = BATCHING_DEFAULTS[provider]
         assert int(service["environment"]["XCEPTION_MAX_BATCH_SIZE"]) == size
         assert float(service["environment"]["XCEPTION_MAX_BATCH_DELAY_MS"]) == delay
-    for service in (api, api_cpu):
+    for service, export_name in ((api, "export-gpu"), (api_cpu, "export")):
         assert service["build"]["target"] == "runtime"
-        assert service["depends_on"]["export"]["condition"] == "service_completed_successfully"
+        condition = service["depends_on"][export_name]["condition"]
+        assert condition == "service_completed_successfully"
         assert service["volumes"] == ["models:/models:ro"] or "read_only" in str(service["volumes"])
         assert service["healthcheck"]["test"][-1] == "service.healthcheck"
         assert service["restart"] == "unless-stopped"
@@ -157,7 +161,7 @@ def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
     command = exec_form(export, "ENTRYPOINT") + exec_form(export, "CMD")
     compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     default_args = re.sub(
-        r"\$\{(\w+):-(.*?)\}", lambda m: m.group(2), compose_file["services"]["export"]["command"]
+        r"\$\{(\w+):-(.*?)\}", lambda m: m.group(2), compose_file["x-export"]["command"]
     )
     # ${XCEPTION_EXPORT_ARGS:---weights imagenet} → "--weights imagenet"
     assert ["xception-export", *shlex.split(default_args)] == command

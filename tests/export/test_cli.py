@@ -90,3 +90,10 @@ def test_skip_existing_is_a_quick_no_op(exported_model: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing to do" in result.stdout
     assert (exported_model / "model.onnx").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("out", ["models/xception", "models/xception/v2", "1", "/tmp/x/-bad/1"])
+def test_out_must_be_a_name_and_version_folder(out: str) -> None:
+    result = run_cli("--weights", "none", "--out", out)
+    assert result.returncode == 2
+    assert "is not a <name>/<version> folder" in result.stderr and "Traceback" not in result.stderr

@@ -198,3 +198,21 @@ def test_class_folders_without_images_fail_clearly(tmp_path: Path) -> None:
                 train=TrainOptions(data=tmp_path / "data", cache_dir=tmp_path / "cache"),
             )
         )
+
+
+def test_classify_default_top_k_fits_a_three_class_model(tuned: Path) -> None:
+    """The README's cats-vs-dogs walkthrough ends with a plain /classify on a small model."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from tests.service.conftest import files, image_bytes, make_settings, wait_ready
+
+    with TestClient(create_app(make_settings(tuned))) as app:
+        wait_ready(app)
+        upload = files(("cat.jpg", image_bytes("chelsea.jpg")))
+        response = app.post("/classify", files=upload)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"][0]["predictions"]) == 3
+        assert app.post("/classify?top_k=2", files=upload).status_code == 200
+        too_many = app.post("/classify?top_k=4", files=upload)
+        assert too_many.status_code == 422 and "between 1 and 3" in too_many.text

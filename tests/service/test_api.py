@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -232,3 +233,27 @@ def test_health_models_metrics_docs(client: TestClient) -> None:
         assert name in text, name
     assert client.get("/docs").status_code == 200
     assert "/classify" in client.get("/openapi.json").json()["paths"]
+
+
+def test_many_thin_images_in_one_request_are_refused_quickly(client: TestClient) -> None:
+    # Eight 1×2000 PNGs (each ~90 bytes) once cost 1.3 GB and 2 s apiece to resize.
+    thin = io.BytesIO()
+    Image.new("L", (1, 2000)).save(thin, "PNG")
+    started = time.perf_counter()
+    response = client.post(
+        "/classify", files=files(*[(f"{i}.png", thin.getvalue()) for i in range(8)])
+    )
+    assert_envelope(response, 422, "unsupported_aspect_ratio")
+    assert time.perf_counter() - started < 2.0
+
+
+def test_validation_errors_never_echo_the_upload(client: TestClient) -> None:
+    # Text fields named "file" (not file parts; each under the form parser's 1 MB part limit):
+    # the 422 names them with a short excerpt each, never the submitted values.
+    response = client.post("/classify", data={"file": "A" * 900_000})
+    assert_envelope(response, 422, "invalid_parameter")
+    assert len(response.content) < 1000
+    assert "900,002 characters" in response.json()["error"]["message"]
+    many = client.post("/classify", data={"file": ["x" * 1000] * 40})
+    assert_envelope(many, 422, "invalid_parameter")
+    assert len(many.content) < 2000 and "more" in many.json()["error"]["message"]

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.loadgen import ServiceProcess, free_port
+from service.admission import AdmissionControl, Refusal, Ticket
 from service.app import create_app
 from service.batcher import BatchFailed, DeadlineExceeded, DynamicBatcher, QueueFull
 from tests.service.conftest import files, image_bytes, make_settings, wait_ready
@@ -30,7 +31,13 @@ CAT = image_bytes("chelsea.jpg")
 def server(exported_model: Path) -> Iterator[ServiceProcess]:
     live = ServiceProcess(
         exported_model,
-        {"device": "cpu", "max_batch_size": 8, "max_batch_delay_ms": 50, "max_files": 8},
+        {
+            "device": "cpu",
+            "max_batch_size": 8,
+            "max_batch_delay_ms": 50,
+            "max_files": 8,
+            "max_queue_wait_s": 60,  # batching, not admission, is under test here
+        },
     )
     try:
         live.wait_ready()
@@ -123,7 +130,13 @@ def test_not_ready_gives_503(exported_model: Path) -> None:
 
 
 def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> None:
-    settings = {"device": "cpu", "max_batch_size": 4, "max_batch_delay_ms": 5, "max_files": 8}
+    settings = {
+        "device": "cpu",
+        "max_batch_size": 4,
+        "max_batch_delay_ms": 5,
+        "max_files": 8,
+        "max_queue_wait_s": 60,
+    }
     live = ServiceProcess(exported_model, settings)
     try:
         live.wait_ready()
@@ -215,3 +228,43 @@ def test_container_healthcheck_probes_readyz(server: ServiceProcess) -> None:
 
     assert probe(server.port) == 0
     assert probe(free_port()) == 1  # nothing listening: unhealthy
+
+
+def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0, max_queue=100)
+        batcher.stats.seconds_per_image = 0.5  # as measured
+        control = AdmissionControl(batcher, max_queue=100, max_wait_s=2.0)
+        image = np.zeros((2, 2, 3), dtype=np.uint8)
+        first = control.admit()
+        assert isinstance(first, Ticket)  # nothing ahead
+        # 3 images queued + 1 request admitted whose images are not queued yet: 4 × 0.5 s.
+        batcher.submit([image] * 3, deadline=1e18)
+        assert control.expected_wait_s() == pytest.approx(2.0)
+        assert isinstance(control.admit(), Ticket)  # exactly at the bound: admitted
+        refused = control.admit()  # now 2.5 s ahead
+        assert isinstance(refused, Refusal) and refused.code == "overloaded"
+        assert "XCEPTION_MAX_QUEUE_WAIT_S" in refused.message
+        first.release()
+        first.release()  # idempotent
+        assert control.reserved == 1
+        batcher.submit([image] * 16, deadline=1e18)  # 20 ahead → 10 s, 8 s over the bound
+        refused = control.admit()
+        assert isinstance(refused, Refusal)
+        assert refused.retry_after_s == 9  # ceil(10 − 2 + 0.5)
+        assert batcher.stats.rejected_queue_full == 2
+
+    asyncio.run(scenario())
+
+
+def test_admission_bounds_the_count_too() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0, max_queue=3)
+        batcher.stats.seconds_per_image = 0.001
+        control = AdmissionControl(batcher, max_queue=3, max_wait_s=60.0)
+        batcher.submit([np.zeros((2, 2, 3), dtype=np.uint8)] * 2, deadline=1e18)
+        assert isinstance(control.admit(), Ticket)
+        refused = control.admit()
+        assert isinstance(refused, Refusal) and "XCEPTION_MAX_QUEUE" in refused.message
+
+    asyncio.run(scenario())

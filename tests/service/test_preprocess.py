@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -12,7 +13,13 @@ import timm.data
 import torch
 from PIL import Image
 
-from service.errors import EmptyFile, ImageTooLarge, InvalidImage, UnsupportedMedia
+from service.errors import (
+    EmptyFile,
+    ImageTooLarge,
+    InvalidImage,
+    UnsupportedAspectRatio,
+    UnsupportedMedia,
+)
 from service.model_card import ModelCard, ResizePolicy
 from service.preprocess import Preprocessor
 from tests.service.conftest import image_bytes
@@ -146,3 +153,34 @@ def test_pixel_limit_checked_from_the_header() -> None:
 def test_bad_bytes_raise_the_right_error(data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error, match=r"upload\.bin"):
         tiny()(data, "upload.bin")
+
+
+def thin_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_extreme_aspect_ratio_is_refused_before_any_resize(xception: Preprocessor) -> None:
+    # 274 bytes that would become a 333×33,300,000 image under the crop policy.
+    bomb = thin_png(1, 100_000)
+    assert len(bomb) < 500
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedAspectRatio, match="XCEPTION_MAX_ASPECT_RATIO"):
+        xception(bomb, "thin.png")
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(("width", "height"), [(20, 400), (400, 20), (299, 299)])
+def test_aspect_ratio_at_the_limit_is_served(
+    xception: Preprocessor, width: int, height: int
+) -> None:
+    assert xception(thin_png(width, height), "ok.png").shape == (299, 299, 3)
+
+
+@pytest.mark.parametrize(("width", "height"), [(20, 401), (401, 20)])
+def test_aspect_ratio_past_the_limit_is_refused(
+    xception: Preprocessor, width: int, height: int
+) -> None:
+    with pytest.raises(UnsupportedAspectRatio, match=r"20:1"):
+        xception(thin_png(width, height), "thin.png")

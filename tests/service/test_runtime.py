@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import unknown_variables
 from service.runtime import CPU_EP, ModelLoadError, ModelRuntime, cuda_device_count
 
 NO_GPU = cuda_device_count()[0] == 0
@@ -102,3 +103,47 @@ def test_empty_api_key_means_no_key(exported_model: Path) -> None:
     assert Settings(model=exported_model, api_key=" ").api_key is None
     key = Settings(model=exported_model, api_key="s3cret").api_key
     assert key is not None and key.get_secret_value() == "s3cret"
+
+
+def serve_once(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XCEPTION_PORT": "1", "XCEPTION_LOG_LEVEL": "warning", **env},
+    )
+
+
+def test_non_onnx_model_file_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a protobuf")
+    result = serve_once(XCEPTION_MODEL=str(fake), XCEPTION_DEVICE="cpu")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("xception-serve: cannot load") and str(fake) in lines[0]
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-host path")
+def test_cuda_without_a_gpu_is_one_line(exported_model: Path) -> None:
+    result = serve_once(XCEPTION_MODEL=str(exported_model), XCEPTION_DEVICE="cuda")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "XCEPTION_DEVICE=cuda" in lines[0]
+
+
+def test_misspelled_setting_is_named_with_the_closest_one() -> None:
+    warnings = unknown_variables(
+        {
+            "XCEPTION_MAX_QEUE": "8",
+            "xception_max_queue": "8",
+            "XCEPTION_EXPORT_ARGS": "x",
+            "PATH": "/",
+        }
+    )
+    assert warnings == [
+        "XCEPTION_MAX_QEUE is not a setting and is ignored; did you mean XCEPTION_MAX_QUEUE?"
+    ]
+    assert "did you mean" not in unknown_variables({"XCEPTION_ZZZZZZZZZ": "1"})[0]
