@@ -80,6 +80,8 @@ async def _closed_loop(url: str, mix: list[tuple[str, Files]], count: int, clien
                 turn += clients
                 response = await client.post(path, files=[("file", f) for f in files])
                 statuses[response.status_code] += 1
+                if response.status_code == 503:  # a well-behaved client: honour Retry-After
+                    await asyncio.sleep(min(2.0, float(response.headers.get("Retry-After", 1))))
 
         await asyncio.gather(*(caller(i) for i in range(clients)))
     return {str(k): v for k, v in sorted(statuses.items())}
@@ -103,7 +105,9 @@ def stalled_shutdown(service: ServiceProcess, upload: bytes) -> dict[str, Any]:
     time.sleep(0.3)
     started = time.monotonic()
     service.process.send_signal(signal.SIGTERM)
-    answer = stalled.recv(4096).decode("latin-1")
+    answer = b""
+    while chunk := stalled.recv(4096):  # the server closes after answering
+        answer += chunk
     stalled_after = time.monotonic() - started
     service.process.wait(120)
     exited_after = time.monotonic() - started
@@ -111,8 +115,8 @@ def stalled_shutdown(service: ServiceProcess, upload: bytes) -> dict[str, Any]:
     return {
         "exit_s": exited_after,
         "stalled_answer_s": stalled_after,
-        "stalled_status_line": answer.split("\r\n", 1)[0],
-        "stalled_got_envelope": '"error"' in answer,
+        "stalled_status_line": answer.decode("latin-1").split("\r\n", 1)[0],
+        "stalled_got_envelope": b'"error"' in answer,
         "in_flight_status": in_flight.get("status"),
     }
 
