@@ -25,6 +25,7 @@ from tests.service.conftest import files, image_bytes
 CAT = image_bytes("chelsea.jpg")
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_CONNECTIONS = 6
 EDGE_SETTINGS = {
     "device": "cpu",
     "max_batch_size": 4,
@@ -33,7 +34,7 @@ EDGE_SETTINGS = {
     "header_timeout_s": 1,
     "body_timeout_s": 2,
     "max_header_kb": 8,
-    "max_connections": 6,
+    "max_connections": MAX_CONNECTIONS,
     # Any work ahead refuses a request: overload is easy to reach on purpose.
     "max_queue_wait_s": 0.01,
 }
@@ -130,7 +131,7 @@ def test_trickled_body_gets_408_in_the_envelope(edge: ServiceProcess) -> None:
 
 
 def test_connections_past_the_cap_get_503_in_the_envelope(edge: ServiceProcess) -> None:
-    held = [connect(edge) for _ in range(EDGE_SETTINGS["max_connections"])]  # type: ignore[arg-type]
+    held = [connect(edge) for _ in range(MAX_CONNECTIONS)]
     try:
         for sock in held:
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # stalls, holding its connection
