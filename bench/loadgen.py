@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.report import step
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -137,3 +139,17 @@ def drive(url: str, uploads: list[tuple[str, bytes]], concurrency: int, requests
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
     }
+
+
+def start_service(model: Path, service_env: list[str], device: str) -> ServiceProcess:
+    """A ready ``xception-serve`` with a benchmark's ``--service-env KEY=VALUE`` settings."""
+    settings = dict(kv.split("=", 1) for kv in service_env)
+    settings.setdefault("device", device)
+    step(f"starting xception-serve ({settings})")
+    service = ServiceProcess(model, settings)
+    try:
+        service.wait_ready()
+    except BaseException:
+        service.stop()
+        raise
+    return service

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.engine import make_uploads, raw_engine
-from bench.loadgen import ServiceProcess
+from bench.loadgen import start_service
 from bench.rawclient import Outcomes, multipart_request, storm
 from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
 from service.preprocess import Preprocessor
@@ -69,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     provider, card = runtime.provider, runtime.card.model_dump(mode="json")
     del runtime
 
-    settings = dict(kv.split("=", 1) for kv in args.service_env)
-    settings.setdefault("device", args.device)
-    step(f"starting xception-serve ({settings})")
-    service = ServiceProcess(model, settings)
+    service = start_service(model, args.service_env, args.device)
     try:
-        service.wait_ready()
         requests = [
             multipart_request("127.0.0.1", service.port, "/classify", name, data)
             for name, data in uploads

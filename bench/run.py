@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine import decode_cost, make_uploads, raw_engine
-from bench.loadgen import ServiceProcess, drive
+from bench.loadgen import ServiceProcess, drive, start_service
 from bench.report import ROOT, SOURCES, ensure_model, machine, step
 from bench.report import write_results as write_files
 from service.config import available_cores
@@ -75,12 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         step(f"  batch {row['batch_size']}: {row['images_per_s']:.2f} img/s")
     del runtime  # free its threads and memory before the service starts
 
-    settings = dict(kv.split("=", 1) for kv in args.service_env)
-    settings.setdefault("device", args.device)
-    step(f"starting xception-serve ({settings})")
-    service = ServiceProcess(model, settings)
+    service = start_service(model, args.service_env, args.device)
     try:
-        service.wait_ready()
         drive(service.url, uploads, concurrency=2, requests=8)  # warm the HTTP path
         service.start_sampling()
         loads = []

@@ -26,7 +26,7 @@ import httpx
 from PIL import Image
 
 from bench.engine import make_uploads
-from bench.loadgen import ServiceProcess
+from bench.loadgen import ServiceProcess, start_service
 from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
 
 Files = list[tuple[str, bytes]]
@@ -125,12 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = ensure_model(args.model)
     mix = mixed_requests()
-    settings = dict(kv.split("=", 1) for kv in args.service_env)
-    settings.setdefault("device", args.device)
-    step(f"starting xception-serve ({settings})")
-    service = ServiceProcess(model, settings)
+    service = start_service(model, args.service_env, args.device)
     try:
-        service.wait_ready()
         service.start_sampling(every_s=0.2)
         warm = max(1, int(args.requests * args.warmup_share))
         step(f"warm-up: {warm} mixed requests, {args.concurrency} clients")

@@ -16,6 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import error_response
 
 
+def carries_body(scope: Scope) -> bool:
+    """An HTTP request whose method sends a body: what the body limits apply to."""
+    return scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+
+
 class BodySizeLimit:
     """413 for bodies over ``max_bytes``: at once from Content-Length, else while reading."""
 
@@ -24,7 +29,7 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if not carries_body(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -109,7 +114,7 @@ class BodyDeadline:
         self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if not carries_body(scope):
             await self.app(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.timeout_s
