@@ -84,14 +84,6 @@ class ShuttingDown(ServiceError):
     status_code, code = 503, "shutting_down"
 
 
-class BodyTimeout(ServiceError):
-    status_code, code = 408, "request_timeout"
-
-
-class HeadersTooLarge(ServiceError):
-    status_code, code = 431, "headers_too_large"
-
-
 class RequestTimeout(ServiceError):
     status_code, code = 504, "timeout"
 
