@@ -66,7 +66,7 @@ class AdmissionControl:
                 f"{waiting} images queued or arriving (limit {self.max_queue}, XCEPTION_MAX_QUEUE)"
             )
         if wait_s > self.max_wait_s:
-            self.batcher.stats.rejected_queue_full += 1
+            self.batcher.stats.rejected_queue_wait += 1
             return self._overloaded(
                 f"the images ahead would take ~{wait_s:.1f}s to run (limit "
                 f"{self.max_wait_s:g}s, XCEPTION_MAX_QUEUE_WAIT_S)"

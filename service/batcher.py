@@ -56,6 +56,7 @@ class BatcherStats:
     batches: int = 0
     failed_batches: int = 0
     rejected_queue_full: int = 0
+    rejected_queue_wait: int = 0  # refused by admission: the expected wait was too long
     dropped_expired: int = 0
     dropped_cancelled: int = 0
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)

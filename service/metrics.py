@@ -46,6 +46,7 @@ class BatcherCollector(Collector):
             "xception_rejected", "Work refused or dropped before inference", labels=["reason"]
         )
         rejected.add_metric(["queue_full"], stats.rejected_queue_full)
+        rejected.add_metric(["queue_wait"], stats.rejected_queue_wait)
         rejected.add_metric(["deadline"], stats.dropped_expired)
         rejected.add_metric(["cancelled"], stats.dropped_cancelled)
         yield rejected

@@ -77,6 +77,7 @@ async def models(
                 "batches": stats.batches,
                 "failed_batches": stats.failed_batches,
                 "rejected_queue_full": stats.rejected_queue_full,
+                "rejected_queue_wait": stats.rejected_queue_wait,
                 "dropped_expired": stats.dropped_expired,
                 "dropped_cancelled": stats.dropped_cancelled,
                 "batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())},

@@ -229,6 +229,7 @@ def test_health_models_metrics_docs(client: TestClient) -> None:
         "xception_batch_size_bucket",
         "xception_queue_depth",
         'xception_rejected_total{reason="queue_full"}',
+        'xception_rejected_total{reason="queue_wait"}',
     ):
         assert name in text, name
     assert client.get("/docs").status_code == 200

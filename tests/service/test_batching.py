@@ -252,7 +252,8 @@ def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
         refused = control.admit()
         assert isinstance(refused, Refusal)
         assert refused.retry_after_s == 9  # ceil(10 − 2 + 0.5)
-        assert batcher.stats.rejected_queue_full == 2
+        assert batcher.stats.rejected_queue_wait == 2
+        assert batcher.stats.rejected_queue_full == 0
 
     asyncio.run(scenario())
 
@@ -266,5 +267,6 @@ def test_admission_bounds_the_count_too() -> None:
         assert isinstance(control.admit(), Ticket)
         refused = control.admit()
         assert isinstance(refused, Refusal) and "XCEPTION_MAX_QUEUE" in refused.message
+        assert batcher.stats.rejected_queue_full == 1 and batcher.stats.rejected_queue_wait == 0
 
     asyncio.run(scenario())

@@ -205,6 +205,8 @@ def test_overload_is_refused_before_the_body_with_retry_after(edge: ServiceProce
     finally:
         worker.join(120)
     assert big["r"].status_code == 200 and len(big["r"].json()["results"]) == 16
+    counters = httpx.get(f"{edge.url}/v1/models", headers=AUTH).json()["runtime"]["counters"]
+    assert counters["rejected_queue_wait"] >= 1
 
 
 def test_sigterm_cuts_off_a_stalled_upload_with_the_envelope(exported_model: Path) -> None:
