@@ -29,8 +29,9 @@ WORKDIR /app
 COPY requirements/export.txt requirements/
 RUN pip install --no-cache-dir --requirement requirements/export.txt
 COPY pyproject.toml README.md ./
+COPY artifact ./artifact
+COPY bulk ./bulk
 COPY export ./export
-COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 
 USER 10001:10001
@@ -56,7 +57,8 @@ WORKDIR /app
 COPY requirements/runtime.txt requirements/
 RUN pip install --no-cache-dir --requirement requirements/runtime.txt
 COPY pyproject.toml README.md ./
-COPY export ./export
+COPY artifact ./artifact
+COPY bulk ./bulk
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.preprocess import Preprocessor
-from service.runtime import ModelRuntime
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime
 
 # Upload sizes (width, height): phone-ish photos down to thumbnails, all real JPEG pixels.
 UPLOAD_SIZES = ((320, 240), (640, 480), (1024, 768), (1600, 1200))

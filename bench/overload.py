@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime
 from bench.engine import make_uploads, raw_engine
 from bench.loadgen import start_service
 from bench.rawclient import Outcomes, multipart_request, storm
 from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
-from service.preprocess import Preprocessor
-from service.runtime import ModelRuntime
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

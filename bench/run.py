@@ -13,13 +13,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from artifact.preprocess import Preprocessor
+from artifact.runtime import CUDA_EP, ModelRuntime, available_cores
 from bench.engine import decode_cost, make_uploads, raw_engine
 from bench.loadgen import ServiceProcess, drive, start_service
 from bench.report import ROOT, SOURCES, ensure_model, machine, step
 from bench.report import write_results as write_files
-from service.config import available_cores
-from service.preprocess import Preprocessor
-from service.runtime import CUDA_EP, ModelRuntime
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

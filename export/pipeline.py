@@ -1,7 +1,9 @@
-"""The export pipeline: build → [fine-tune] → ONNX → parity → [evaluate] → card → publish.
+"""The export pipeline: build → [fine-tune] → ONNX → parity → [variant] → [evaluate] → publish.
 
-Work happens in a hidden sibling folder of ``--out``; only a model that passed every
-check is renamed into place, so the service never sees a half-written version.
+Each step is one function over an :class:`Export` in progress; :func:`plan` lists the
+steps an export will run (the progress total is its length). Work happens in a hidden
+sibling folder of ``--out``; only a model that passed every check is renamed into place,
+so the service never sees a half-written version.
 """
 
 from __future__ import annotations
@@ -9,97 +11,218 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from export.build import check_weights, create_model
-from export.card import build_card, default_labels, read_labels_file
-from export.data import Dataset, discover
+from artifact.card import ModelCard
+from artifact.layout import CARD_FILE, MODEL_FILE, retired_folder, work_folder
+from export.build.card import build_card, default_labels, read_labels_file
+from export.build.model import check_weights, create_model
+from export.build.serving import ServingModel, build_serving_model
 from export.errors import ExportError
-from export.finetune import TrainOptions, fine_tune
-from export.onnx_io import embed_card, export_onnx, sha256_of
+from export.finetune import run as finetune_run
+from export.finetune.data import Dataset, discover
+from export.finetune.report import FineTuneReport, evaluate, write_report
+from export.onnx.parity import check_parity
+from export.onnx.writer import embed_card, export_onnx, sha256_of
+from export.options import ExportOptions
 from export.precision import calibration_images, make_variant
 from export.progress import Steps
-from export.report import classification_metrics, onnx_predictions, write_report
-from export.serving import build_serving_model
-from export.verify import check_parity
-from service.model_card import ModelCard, Precision
-from service.preprocess import LOCAL_MAX_ASPECT_RATIO, LOCAL_MAX_PIXELS, Preprocessor
-
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model.json"
 
 
-@dataclass(frozen=True)
-class ExportOptions:
-    """What ``xception-export`` was asked to do (one field per CLI flag)."""
+@dataclass
+class Export:
+    """One export in progress: what each step reads and what it leaves for the next."""
 
-    out: Path
-    arch: str = "legacy_xception"
-    weights: str = "none"
-    labels_file: Path | None = None
-    force: bool = False
-    opset: int = 18
-    train: TrainOptions | None = None  # set by --data: fine-tune before exporting
-    precision: Precision = "fp32"
-    calibration: Path | None = None  # real images for int8 calibration / variant checks
-    calibration_images: int = 128
-    min_top1_agreement: float = 0.99
-    min_cosine: float = 0.99
+    options: ExportOptions
+    work: Path  # the hidden folder the files are written into
+    labels: list[str] | None
+    dataset: Dataset | None
+    calibration: Path | None
+    steps: Steps
+    model: nn.Module | None = None
+    card: ModelCard | None = None
+    serving: ServingModel | None = None
+    report: FineTuneReport | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.work / MODEL_FILE
+
+    def built(self) -> tuple[nn.Module, ModelCard]:
+        assert self.model is not None and self.card is not None, "the build step runs first"
+        return self.model, self.card
+
+
+# A step: (progress title, function(export, info) → None, progress lines it prints itself).
+Step = tuple[str, Callable[["Export", dict[str, str]], None], int]
 
 
 def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCard:
-    """Run the whole export (fine-tuning first with ``train``); returns the written card."""
+    """Run the whole export (fine-tuning first when ``options.train``); returns the card."""
     out = options.out
     _check_destination(out, options.force)
     dataset, labels = _dataset_and_labels(options)
     head_classes = len(labels) if labels and dataset is None else None
     check_weights(options.arch, options.weights, head_classes)
-    calibration = _calibration_folder(options)
-    steps = steps or Steps(total=(8 if dataset else 5) + (options.precision != "fp32"))
+    planned = plan(options)
+    # Each step prints one progress line pair, or ``lines`` of its own; publishing adds one.
+    steps = steps or Steps(total=sum(lines or 1 for _, _, lines in planned) + 1)
+    job = Export(
+        options=options,
+        work=work_folder(out, os.getpid()),
+        labels=labels,
+        dataset=dataset,
+        calibration=_calibration_folder(options),
+        steps=steps,
+    )
     if options.train is not None:
         torch.manual_seed(options.train.seed)  # --weights none: same init, same cached features
+    shutil.rmtree(job.work, ignore_errors=True)
+    job.work.mkdir(parents=True)
+    try:
+        for title, run, lines in planned:
+            if lines:  # the step prints its own progress lines
+                run(job, {})
+                continue
+            with steps.step(title.format(job=job)) as info:
+                run(job, info)
+        _write_card_file(job)
+        _publish(job.work, out, steps)
+    finally:
+        shutil.rmtree(job.work, ignore_errors=True)
+    steps.finish(f"exported {out / MODEL_FILE}")
+    return job.built()[1]
 
-    with steps.step(f"building {options.arch} (weights: {options.weights})") as info:
-        model = create_model(options.arch, options.weights, head_classes)
-        labels = labels or default_labels(model)
-        info["detail"] = f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    card = build_card(
+
+def plan(options: ExportOptions) -> list[Step]:
+    """The steps ``options`` ask for, in order (publishing comes last, always)."""
+    planned: list[Step] = [
+        ("building {job.options.arch} (weights: {job.options.weights})", _build, 0)
+    ]
+    if options.train is not None:
+        planned.append(("", _fine_tune, finetune_run.STEPS))
+    planned += [
+        ("exporting the serving graph to ONNX", _export_onnx, 0),
+        ("verifying ONNX Runtime against torch", _check_parity, 0),
+    ]
+    if options.precision != "fp32":
+        planned.append(
+            ("making the {job.options.precision} variant, checking it against fp32", _variant, 0)
+        )
+    if options.train is not None:
+        planned.append(("evaluating the ONNX model on the test split", _evaluate, 0))
+    planned.append(("embedding the model card, running onnx.checker (full)", _embed, 0))
+    return planned
+
+
+def _build(job: Export, info: dict[str, str]) -> None:
+    options = job.options
+    head_classes = len(job.labels) if job.labels and job.dataset is None else None
+    model = create_model(options.arch, options.weights, head_classes)
+    labels = job.labels or default_labels(model)
+    info["detail"] = f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    job.model = model
+    job.card = build_card(
         model,
-        name=out.parent.name or options.arch,
-        version=out.name,
+        name=options.out.parent.name or options.arch,
+        version=options.out.name,
         arch=options.arch,
         weights=_weights_description(options.weights),
         labels=labels,
         num_features=_num_features(model),
         opset=options.opset,
     )
-    report = None
-    if dataset is not None and options.train is not None:
-        report = fine_tune(model, dataset, card, options.train, steps)
-        used = report["dataset"]["images"]
-        card = card.model_copy(
-            update={
-                "weights": f"fine-tuned from {card.weights} on {dataset.root}, {used} images, "
-                f"{len(labels)} classes"
-            }
-        )
 
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        card = _write_model(model, card, work, steps, report, options, calibration)
-        _publish(work, out, steps)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    steps.finish(f"exported {out / MODEL_FILE}")
-    return card
+
+def _fine_tune(job: Export, _: dict[str, str]) -> None:
+    model, card = job.built()
+    assert job.dataset is not None and job.options.train is not None
+    job.report = finetune_run.fine_tune(model, job.dataset, card, job.options.train, job.steps)
+    job.card = card.model_copy(
+        update={
+            "weights": f"fine-tuned from {card.weights} on {job.dataset.root}, "
+            f"{job.report.dataset.images} images, {len(card.labels)} classes"
+        }
+    )
+
+
+def _export_onnx(job: Export, info: dict[str, str]) -> None:
+    model, card = job.built()
+    job.serving = build_serving_model(model, card.mean, card.std)
+    export_onnx(job.serving, job.onnx_path, card.input_size, job.options.opset)
+    info["detail"] = f"{job.onnx_path.stat().st_size / 1e6:.1f} MB, opset {job.options.opset}"
+
+
+def _check_parity(job: Export, info: dict[str, str]) -> None:
+    assert job.serving is not None, "the ONNX step runs first"
+    figures = check_parity(job.serving, job.onnx_path, job.built()[1])
+    job.parity = figures
+    info["detail"] = (
+        f"max |Δ probabilities| {figures['max_abs_diff_probabilities']:.2e} "
+        f"(bound {figures['bound_probabilities']:.0e}), "
+        f"max |Δ features|/max |features| {figures['max_rel_diff_features']:.2e} "
+        f"(bound {figures['bound_features']:.0e})"
+    )
+
+
+def _variant(job: Export, info: dict[str, str]) -> None:
+    _, card = job.built()
+    options = job.options
+    assert job.calibration is not None and options.precision != "fp32"
+    images = calibration_images(job.calibration, card, options.calibration_images)
+    check = make_variant(
+        options.precision, job.onnx_path, card, images,
+        options.min_top1_agreement, options.min_cosine,
+    )  # fmt: skip
+    job.card = card.model_copy(update={"precision": options.precision, "precision_check": check})
+    info["detail"] = (
+        f"top-1 agreement {check['top1_agreement']:.3f}, feature cosine mean "
+        f"{check['cosine_mean']:.4f} (min {check['cosine_min']:.4f}) on "
+        f"{check['images']} images, {job.onnx_path.stat().st_size / 1e6:.1f} MB"
+    )
+
+
+def _evaluate(job: Export, info: dict[str, str]) -> None:
+    """Test-split metrics from the exported file (the model users will serve) into the card."""
+    _, card = job.built()
+    assert job.report is not None, "fine-tuning runs first"
+    evaluate(job.onnx_path, card, job.report)
+    job.card = card.model_copy(update={"metrics": job.report.card_metrics()})
+    write_report(job.work, job.report)
+    info["detail"] = f"test accuracy {job.report.card_metrics()['test_accuracy']:.4f}"
+
+
+def _embed(job: Export, _: dict[str, str]) -> None:
+    embed_card(job.onnx_path, job.built()[1])
+
+
+def _write_card_file(job: Export) -> None:
+    """model.json: the embedded card plus the two fields that describe the written file."""
+    card = job.built()[1].model_copy(
+        update={"onnx_sha256": sha256_of(job.onnx_path), "verification": job.parity}
+    )
+    job.card = card
+    (job.work / CARD_FILE).write_text(
+        json.dumps(card.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+
+
+def _publish(work: Path, out: Path, steps: Steps) -> None:
+    """Rename the finished folder into place; with --force, swap out the old version."""
+    with steps.step(f"publishing to {out}"):
+        old = retired_folder(out, os.getpid())
+        if out.exists():
+            out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _dataset_and_labels(options: ExportOptions) -> tuple[Dataset | None, list[str] | None]:
@@ -126,94 +249,6 @@ def _calibration_folder(options: ExportOptions) -> Path | None:
     if not folder.is_dir():
         raise ExportError(f"--calibration {str(folder)!r}: no such folder")
     return folder
-
-
-def _write_model(
-    model: nn.Module,
-    card: ModelCard,
-    work: Path,
-    steps: Steps,
-    report: dict[str, Any] | None,
-    options: ExportOptions,
-    calibration: Path | None,
-) -> ModelCard:
-    onnx_path = work / MODEL_FILE
-    with steps.step("exporting the serving graph to ONNX") as info:
-        serving = build_serving_model(model, card.mean, card.std)
-        export_onnx(serving, onnx_path, card.input_size, card.opset or 18)
-        info["detail"] = f"{onnx_path.stat().st_size / 1e6:.1f} MB, opset {card.opset}"
-
-    with steps.step("verifying ONNX Runtime against torch") as info:
-        figures = check_parity(serving, onnx_path, card)
-        info["detail"] = (
-            f"max |Δ probabilities| {figures['max_abs_diff_probabilities']:.2e} "
-            f"(bound {figures['bound_probabilities']:.0e}), "
-            f"max |Δ features|/max |features| {figures['max_rel_diff_features']:.2e} "
-            f"(bound {figures['bound_features']:.0e})"
-        )
-
-    if calibration is not None and options.precision != "fp32":
-        with steps.step(
-            f"making the {options.precision} variant, checking it against fp32"
-        ) as info:
-            images = calibration_images(calibration, card, options.calibration_images)
-            check = make_variant(
-                options.precision, onnx_path, images,
-                options.min_top1_agreement, options.min_cosine,
-            )  # fmt: skip
-            card = card.model_copy(
-                update={"precision": options.precision, "precision_check": check}
-            )
-            info["detail"] = (
-                f"top-1 agreement {check['top1_agreement']:.3f}, feature cosine mean "
-                f"{check['cosine_mean']:.4f} (min {check['cosine_min']:.4f}) on "
-                f"{check['images']} images, {onnx_path.stat().st_size / 1e6:.1f} MB"
-            )
-
-    if report is not None:
-        with steps.step("evaluating the ONNX model on the test split") as info:
-            card = card.model_copy(update={"metrics": _evaluate(onnx_path, card, report)})
-            write_report(work, report)
-            info["detail"] = f"test accuracy {report['test']['accuracy']:.4f}"
-
-    with steps.step("embedding the model card, running onnx.checker (full)"):
-        embed_card(onnx_path, card)
-
-    card = card.model_copy(update={"onnx_sha256": sha256_of(onnx_path), "verification": figures})
-    (work / CARD_FILE).write_text(
-        json.dumps(card.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
-    return card
-
-
-def _evaluate(onnx_path: Path, card: ModelCard, report: dict[str, Any]) -> dict[str, Any]:
-    """Test-split metrics from ONNX Runtime; fills ``report['test']``, returns card metrics."""
-    root = Path(report["dataset"]["root"])
-    test = [(root / rel, label) for rel, label in report["test_samples"]]
-    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
-    probabilities = onnx_predictions(onnx_path, [p for p, _ in test], preprocess)
-    labels = np.array([label for _, label in test])
-    report["test"] = classification_metrics(labels, probabilities.argmax(axis=1), card.labels)
-    report["model"] = f"{card.name}/{card.version} ({card.arch})"
-    best_val = max(report["stage1"]["best_val_accuracy"], report["stage2"]["best_val_accuracy"])
-    return {
-        "test_accuracy": report["test"]["accuracy"],
-        "test_images": report["test"]["images"],
-        "val_accuracy": best_val,
-        "per_class": report["test"]["per_class"],
-        "confusion": report["test"]["confusion"],
-    }
-
-
-def _publish(work: Path, out: Path, steps: Steps) -> None:
-    """Rename the finished folder into place; with --force, swap out the old version."""
-    with steps.step(f"publishing to {out}"):
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_destination(out: Path, force: bool) -> None:

@@ -19,17 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from artifact.batches import pixel_batches
+from artifact.card import INPUT_NAME, ModelCard
+from artifact.images import list_images
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime
 from export.errors import ExportError
-from service.errors import ServiceError
-from service.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from service.preprocess import (
-    IMAGE_SUFFIXES,
-    LOCAL_MAX_ASPECT_RATIO,
-    LOCAL_MAX_PIXELS,
-    Preprocessor,
-)
 
 CALIBRATION_BATCH = 8
 
@@ -38,16 +34,16 @@ def calibration_images(folder: Path, card: ModelCard, limit: int) -> np.ndarray:
     """Up to ``limit`` images under ``folder``, evenly spread over the sorted list, preprocessed."""
     if not folder.is_dir():
         raise ExportError(f"--calibration {str(folder)!r}: no such folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(folder)
     if len(paths) > limit:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)]
-    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
-    arrays = []
-    for path in paths:
-        try:
-            arrays.append(preprocess(path.read_bytes(), path.name))
-        except ServiceError:
-            continue  # unreadable files do not calibrate anything
+    preprocess = Preprocessor.for_local_files(card)
+    # Unreadable files are skipped: they do not calibrate anything.
+    arrays = [
+        pixels
+        for batch in pixel_batches(paths, preprocess, CALIBRATION_BATCH)
+        for pixels in batch.pixels
+    ]
     if len(arrays) < 8:
         raise ExportError(
             f"--calibration {str(folder)!r}: {len(arrays)} readable images; need at least 8 real "
@@ -103,18 +99,16 @@ def convert_fp16(fp32: Path, out: Path) -> None:
     onnx.save(converted, str(out))
 
 
-def compare(fp32: Path, variant: Path, images: np.ndarray) -> dict[str, Any]:
-    """Top-1 agreement and feature cosine similarity of ``variant`` vs ``fp32`` on ``images``."""
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers() and _has_gpu():
-        providers.insert(0, "CUDAExecutionProvider")
-    reference = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    candidate = ort.InferenceSession(str(variant), providers=providers)
+def compare(fp32: Path, variant: Path, images: np.ndarray, card: ModelCard) -> dict[str, Any]:
+    """Top-1 agreement and feature cosine similarity of ``variant`` vs ``fp32`` on ``images``
+    (the reference on the CPU; the variant where it will be served: the GPU when present)."""
+    reference = ModelRuntime(fp32, "cpu", card=card)
+    candidate = ModelRuntime(variant, "auto", card=card)
     agree, cosines = [], []
     for start in range(0, len(images), CALIBRATION_BATCH):
-        batch = {INPUT_NAME: images[start : start + CALIBRATION_BATCH]}
-        p32, f32 = reference.run(list(OUTPUT_NAMES), batch)
-        pv, fv = candidate.run(list(OUTPUT_NAMES), batch)
+        batch = images[start : start + CALIBRATION_BATCH]
+        p32, f32 = reference.run(batch)
+        pv, fv = candidate.run(batch)
         agree.append(p32.argmax(axis=1) == pv.argmax(axis=1))
         norms = np.linalg.norm(f32, axis=1) * np.linalg.norm(fv, axis=1)
         cosines.append((f32 * fv).sum(axis=1) / np.where(norms > 0, norms, 1.0))
@@ -124,13 +118,14 @@ def compare(fp32: Path, variant: Path, images: np.ndarray) -> dict[str, Any]:
         "top1_agreement": float(np.concatenate(agree).mean()),
         "cosine_min": float(cosine.min()),
         "cosine_mean": float(cosine.mean()),
-        "verified_on": candidate.get_providers()[0],
+        "verified_on": candidate.provider,
     }
 
 
 def make_variant(
     precision: Literal["int8", "fp16"],
     fp32: Path,
+    card: ModelCard,
     images: np.ndarray,
     min_top1_agreement: float,
     min_cosine: float,
@@ -141,7 +136,7 @@ def make_variant(
         quantize_int8(fp32, variant, images)
     else:
         convert_fp16(fp32, variant)
-    check = compare(fp32, variant, images)
+    check = compare(fp32, variant, images, card)
     check.update(min_top1_agreement=min_top1_agreement, min_cosine=min_cosine)
     if check["top1_agreement"] < min_top1_agreement or check["cosine_mean"] < min_cosine:
         variant.unlink()
@@ -153,9 +148,3 @@ def make_variant(
         )
     variant.replace(fp32)
     return check
-
-
-def _has_gpu() -> bool:
-    from service.runtime import cuda_device_count
-
-    return cuda_device_count()[0] > 0

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
+from artifact.runtime import ModelRuntime
 from service.admission import Refusal, Ticket
 from service.config import Settings
 from service.errors import install_error_handlers
@@ -20,7 +21,6 @@ from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
 from service.priority import lower_thread_priority
 from service.routes import inference, ops
-from service.runtime import ModelRuntime
 
 logger = logging.getLogger("service.app")
 

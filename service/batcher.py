@@ -16,13 +16,37 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+
+from artifact.runtime import CPU_EP, CUDA_EP
 
 logger = logging.getLogger("service.batcher")
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-Rows = tuple[np.ndarray, np.ndarray]
+# (max batch size, max batch delay ms) when the settings leave them unset, measured with
+# bench/ (README, "Speed"). CPU: batches do not raise a CPU's img/s, so never wait for
+# one: take what is queued (greedy). CUDA: batches are where a GPU's throughput comes from.
+BATCHING_DEFAULTS = {CPU_EP: (4, 0.0), CUDA_EP: (32, 5.0)}
+
+
+def batching_for(
+    provider: str, max_batch_size: int | None, max_delay_ms: float | None
+) -> tuple[int, float]:
+    """The settings' batching values, with ``provider``'s defaults for the unset ones."""
+    default_size, default_delay = BATCHING_DEFAULTS.get(provider, BATCHING_DEFAULTS[CPU_EP])
+    return (
+        default_size if max_batch_size is None else max_batch_size,
+        default_delay if max_delay_ms is None else max_delay_ms,
+    )
+
+
+class Rows(NamedTuple):
+    """One image's outputs."""
+
+    probabilities: np.ndarray  # [C]
+    features: np.ndarray  # [D]
 
 
 class QueueFull(Exception):
@@ -73,6 +97,19 @@ class BatcherStats:
         self.inference_seconds += seconds
         self.seconds_per_image += SMOOTHING * (seconds / size - self.seconds_per_image)
 
+    def counters(self) -> dict[str, int | float]:
+        """Every count, by name: the one export that /v1/models and /metrics both read."""
+        return {
+            "images": self.images,
+            "batches": self.batches,
+            "failed_batches": self.failed_batches,
+            "rejected_queue_full": self.rejected_queue_full,
+            "rejected_queue_wait": self.rejected_queue_wait,
+            "dropped_expired": self.dropped_expired,
+            "dropped_cancelled": self.dropped_cancelled,
+            "inference_seconds": self.inference_seconds,
+        }
+
 
 # Weight of the newest batch in seconds_per_image: reacts within ~5 batches, not to one outlier.
 SMOOTHING = 0.2
@@ -109,6 +146,10 @@ class DynamicBatcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more images would fit in the queue now."""
+        return len(self._queue) + count <= self.max_queue
+
     def start(self) -> None:
         """Start the consumer task on the running loop."""
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
@@ -117,7 +158,7 @@ class DynamicBatcher:
         """Queue a request's images together; all or none (raises QueueFull/BatcherClosed)."""
         if self._closing:
             raise BatcherClosed("the service is shutting down")
-        if len(self._queue) + len(images) > self.max_queue:
+        if not self.has_room(len(images)):
             self.stats.rejected_queue_full += 1
             raise QueueFull(f"{len(self._queue)} images queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
@@ -216,4 +257,4 @@ class DynamicBatcher:
         self.stats.record_batch(len(batch), time.perf_counter() - started)
         for row, item in enumerate(batch):
             if not item.future.done():
-                item.future.set_result((probabilities[row], features[row]))
+                item.future.set_result(Rows(probabilities[row], features[row]))

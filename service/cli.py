@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for warning in unknown_variables(os.environ):
         logger.warning(warning)
+    from artifact.errors import ModelLoadError
     from service.app import create_app, load_runtime
-    from service.runtime import ModelLoadError
     from service.server import serve
 
     try:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from artifact.layout import MODEL_FILE, model_file
+from artifact.runtime import available_cores
 
 ENV_PREFIX = "XCEPTION_"
 # XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
@@ -23,14 +25,6 @@ DEPLOYMENT_VARIABLES = frozenset(
 )  # fmt: skip
 
 
-def available_cores() -> int:
-    """Cores this process may run on (the container's CPU set, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class Settings(BaseSettings):
     """The service's configuration; defaults are documented in the README."""
 
@@ -38,7 +32,7 @@ class Settings(BaseSettings):
 
     model: Path = Field(Path("models/xception/1"), description="model folder or .onnx file")
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    # Unset = the provider's tuned default (see service.runtime.BATCHING_DEFAULTS).
+    # Unset = the provider's tuned default (see service.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
     max_queue: int = Field(64, ge=1, description="images waiting for inference, all requests")
@@ -79,10 +73,10 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, value: Path) -> Path:
-        onnx_file = value / "model.onnx" if value.is_dir() else value
+        onnx_file = model_file(value)
         if not onnx_file.is_file():
             raise ValueError(
-                f"no model at {str(value)!r}: expected a folder with model.onnx (see "
+                f"no model at {str(value)!r}: expected a folder with {MODEL_FILE} (see "
                 "models/README.md) or an .onnx file; export one with xception-export"
             )
         return value
@@ -101,7 +95,7 @@ class Settings(BaseSettings):
     @property
     def model_file(self) -> Path:
         """The ``model.onnx`` to load."""
-        return self.model / "model.onnx" if self.model.is_dir() else self.model
+        return model_file(self.model)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,16 +1,28 @@
-"""Dependencies the routes declare: the settings, the inference service, uploads.
+"""Dependencies the routes declare: the settings, the inference service, uploads, the caller.
 
 The API key is checked before any of this, from the headers (service.guards.ApiKeyGuard).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, File, Request, UploadFile
 
+from service.admission import Ticket
 from service.config import Settings
-from service.inference import InferenceService, Upload
+from service.guards import ADMISSION_STATE_KEY
+from service.inference import ClientGone, InferenceService, Upload
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What inference needs from the HTTP request: a way to learn that its client has gone,
+    and the admission ticket the gate gave it (released once its images are queued)."""
+
+    gone: ClientGone
+    ticket: Ticket | None
 
 
 def get_settings(request: Request) -> Settings:
@@ -23,12 +35,23 @@ def get_service(request: Request) -> InferenceService:
     return service
 
 
+def get_caller(request: Request) -> Caller:
+    async def gone() -> None:
+        # After the body was read, receive() waits for the disconnect message.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    ticket = request.scope.get("state", {}).get(ADMISSION_STATE_KEY)
+    return Caller(gone=gone, ticket=ticket)
+
+
 async def read_uploads(
     file: Annotated[list[UploadFile], File(description="one or more images")],
 ) -> list[Upload]:
-    """The ``file`` parts' bytes (the body size limit was enforced before parsing)."""
+    """The ``file`` parts' bytes (the body size limit was enforced while they arrived)."""
     return [Upload(filename=f.filename or "", data=await f.read()) for f in file]
 
 
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 UploadsDep = Annotated[list[Upload], Depends(read_uploads)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,8 +1,9 @@
 """The error envelope: every failure is ``{"error": {"code", "message"}}`` with its status.
 
-Services raise :class:`ServiceError` subclasses; the handlers registered by
-:func:`install_error_handlers` turn them, FastAPI's validation errors and any
-unexpected exception into the envelope, so no client ever sees a bare 500 page.
+Services raise :class:`ServiceError` subclasses, and image decoding raises the artifact
+layer's plain :class:`~artifact.errors.ImageError` (mapped by :data:`IMAGE_ERRORS`); the
+handlers registered by :func:`install_error_handlers` turn them, FastAPI's validation
+errors and any unexpected exception into the envelope, so no client ever sees a bare 500.
 """
 
 from __future__ import annotations
@@ -16,11 +17,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from artifact.errors import (
+    EmptyImage,
+    ImageError,
+    ImageTooLarge,
+    NotAnImage,
+    UndecodableImage,
+    UnsupportedAspectRatio,
+)
+
 logger = logging.getLogger("service.errors")
 
 # A 422 names each bad parameter with an excerpt of what was sent, never the whole value.
 MAX_VALIDATION_PROBLEMS = 5
 MAX_EXCERPT_CHARS = 80
+
+
+# The artifact layer's image errors as HTTP answers (status, code).
+IMAGE_ERRORS: dict[type[ImageError], tuple[int, str]] = {
+    EmptyImage: (400, "empty_file"),
+    UndecodableImage: (400, "invalid_image"),
+    ImageTooLarge: (413, "image_too_large"),
+    NotAnImage: (415, "unsupported_media_type"),
+    # Valid, but resizing it would cost far more than its size suggests.
+    UnsupportedAspectRatio: (422, "unsupported_aspect_ratio"),
+}
 
 
 class ServiceError(Exception):
@@ -35,33 +56,12 @@ class ServiceError(Exception):
         self.retry_after_s = retry_after_s
 
 
-class InvalidImage(ServiceError):
-    status_code, code = 400, "invalid_image"
-
-
-class EmptyFile(ServiceError):
-    status_code, code = 400, "empty_file"
-
-
 class UploadTooLarge(ServiceError):
     status_code, code = 413, "upload_too_large"
 
 
-class ImageTooLarge(ServiceError):
-    status_code, code = 413, "image_too_large"
-
-
 class TooManyFiles(ServiceError):
     status_code, code = 413, "too_many_files"
-
-
-class UnsupportedMedia(ServiceError):
-    status_code, code = 415, "unsupported_media_type"
-
-
-class UnsupportedAspectRatio(ServiceError):
-    # The image is valid, but resizing it would cost far more than its size suggests.
-    status_code, code = 422, "unsupported_aspect_ratio"
 
 
 class InvalidParameter(ServiceError):
@@ -131,6 +131,12 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.retry_after_s)
 
 
+async def _image_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageError)
+    status, code = IMAGE_ERRORS.get(type(exc), (400, "invalid_image"))
+    return error_response(status, code, str(exc))
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -167,6 +173,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure through the envelope."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ImageError, _image_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
 
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime
 from service.admission import AdmissionControl, Refusal, Ticket
 from service.batcher import (
     BatcherClosed,
@@ -24,6 +26,7 @@ from service.batcher import (
     DynamicBatcher,
     QueueFull,
     Rows,
+    batching_for,
 )
 from service.config import Settings
 from service.errors import (
@@ -36,14 +39,13 @@ from service.errors import (
     ShuttingDown,
     TooManyFiles,
 )
-from service.guards import ADMISSION_STATE_KEY
 from service.limits import DrainSignal
-from service.preprocess import Preprocessor
-from service.runtime import ModelRuntime
 
 logger = logging.getLogger("service.inference")
 
 NOT_READY_RETRY_AFTER_S = 5
+# Returns once the client has disconnected (awaited beside the result, never alone).
+ClientGone = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ class InferenceService:
         self.preprocess = Preprocessor.for_card(
             runtime.card, settings.max_pixels, settings.max_aspect_ratio
         )
-        self.max_batch_size, self.max_batch_delay_ms = runtime.batching(
-            settings.max_batch_size, settings.max_batch_delay_ms
+        self.max_batch_size, self.max_batch_delay_ms = batching_for(
+            runtime.provider, settings.max_batch_size, settings.max_batch_delay_ms
         )
         self.batcher = DynamicBatcher(
             runtime.run,
@@ -124,8 +126,14 @@ class InferenceService:
             )
         return self.admission.admit()
 
-    async def infer(self, uploads: list[Upload], request: Request) -> list[Rows]:
-        """Rows (probabilities, features) for each upload, in upload order."""
+    async def infer(
+        self, uploads: list[Upload], client_gone: ClientGone, ticket: Ticket | None = None
+    ) -> list[Rows]:
+        """Rows (probabilities, features) for each upload, in upload order.
+
+        ``client_gone``: returns when the client disconnects (its queued images are then
+        skipped); ``ticket``: the request's admission, released once its images are queued.
+        """
         if not self.ready:
             raise NotReady(
                 "the model is still loading/warming up; retry shortly",
@@ -153,17 +161,16 @@ class InferenceService:
             raise ShuttingDown(f"{exc}; retry on another replica", retry_after_s=1) from exc
         finally:
             # Queued (they count in the queue now) or refused: either way no longer arriving.
-            ticket = request.scope.get("state", {}).get(ADMISSION_STATE_KEY)
             if ticket is not None:
                 ticket.release()
-        return await self._await_rows(futures, deadline, request)
+        return await self._await_rows(futures, deadline, client_gone)
 
     async def _await_rows(
-        self, futures: list[asyncio.Future[Rows]], deadline: float, request: Request
+        self, futures: list[asyncio.Future[Rows]], deadline: float, client_gone: ClientGone
     ) -> list[Rows]:
         loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
-        gone = loop.create_task(_wait_for_disconnect(request))
+        gone = asyncio.ensure_future(client_gone())
         drain = loop.create_task(self.drain.event.wait())
         waiting: set[asyncio.Future[Any]] = {rows, gone, drain}
         try:
@@ -205,7 +212,7 @@ class InferenceService:
                 rows.cancel()
 
     def _check_capacity(self, count: int) -> None:
-        if self.batcher.queue_depth + count > self.settings.max_queue:
+        if not self.batcher.has_room(count):
             self.batcher.stats.rejected_queue_full += 1
             raise self._overloaded(
                 f"{self.batcher.queue_depth} images queued (limit {self.settings.max_queue})"
@@ -217,14 +224,6 @@ class InferenceService:
             "delay or add replicas",
             retry_after_s=self.admission.retry_after_s(),
         )
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    """Returns when the client has gone (after the body was read, receive() waits for that)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -21,8 +21,36 @@ def carries_body(scope: Scope) -> bool:
     return scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD", "OPTIONS")
 
 
+class _BodyCutOff(BaseException):
+    # BaseException, like CancelledError: it must pass through the app's exception handlers
+    # (which would turn an Exception into a 500) to the middleware that raised it.
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+async def _answer_cut_offs(
+    app: ASGIApp, scope: Scope, wrapped: Receive, receive: Receive, send: Send
+) -> None:
+    """Run ``app`` reading through ``wrapped``; a cut-off raised there is answered with its
+    response (unless the app already started one) instead of reaching the app's handlers."""
+    response_started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal response_started
+        response_started = response_started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, wrapped, tracking_send)
+    except _BodyCutOff as cut:
+        if not response_started:
+            await cut.response(scope, receive, send)
+
+
 class BodySizeLimit:
-    """413 for bodies over ``max_bytes``: at once from Content-Length, else while reading."""
+    """413 for bodies over ``max_bytes``: at once from Content-Length, else counted as the
+    chunks arrive (Starlette's streaming style): nothing past the limit is read or buffered."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -32,44 +60,33 @@ class BodySizeLimit:
         if not carries_body(scope):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._reject(scope, receive, send, declared.decode("latin-1"))
+        for name, value in scope.get("headers") or []:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await self._too_large(value.decode("latin-1"))(scope, receive, send)
                 return
-            await self.app(scope, receive, send)
-            return
-        # Chunked upload: buffer up to the limit (bounded memory), then replay to the app,
-        # so the rejection is a clean 413 rather than a parser error half-way through.
-        messages: list[Message] = []
-        size = 0
-        while True:
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
             message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send, f"more than {size}")
-                return
-            if not message.get("more_body", False):
-                break
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # The rest of the body is never read: the connection is closed.
+                    raise _BodyCutOff(self._too_large(f"more than {received:,}", close=True))
+            return message
 
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
+        await _answer_cut_offs(self.app, scope, counting_receive, receive, send)
 
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+    def _too_large(self, size: str, close: bool = False) -> Response:
         limit_mb = self.max_bytes / (1024 * 1024)
-        response = error_response(
+        return error_response(
             413,
             "upload_too_large",
-            f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes "
+            f"request body of {size} bytes exceeds the limit of {self.max_bytes:,} bytes "
             f"({limit_mb:g} MB, XCEPTION_MAX_UPLOAD_MB); send fewer or smaller files",
+            close=close,
         )
-        await response(scope, receive, send)
 
 
 class DrainSignal:
@@ -96,14 +113,6 @@ class DrainSignal:
         return self.event.is_set()
 
 
-class _BodyCutOff(BaseException):
-    # BaseException, like CancelledError: it must pass through the app's exception handlers
-    # (which would turn an Exception into a 500) to the middleware that raised it.
-    def __init__(self, response: Response) -> None:
-        super().__init__()
-        self.response = response
-
-
 class BodyDeadline:
     """408 when a request's body has not arrived within ``timeout_s`` of its headers; 503 for
     a body still arriving when the drain starts. Both close the connection."""
@@ -119,7 +128,6 @@ class BodyDeadline:
             return
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         body_done = False
-        response_started = False
 
         async def timed_receive() -> Message:
             nonlocal body_done
@@ -130,16 +138,7 @@ class BodyDeadline:
                 body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, timed_receive, tracking_send)
-        except _BodyCutOff as cut:
-            if not response_started:
-                await cut.response(scope, receive, send)
+        await _answer_cut_offs(self.app, scope, timed_receive, receive, send)
 
     async def _receive_before(self, receive: Receive, deadline: float) -> Message:
         if self.drain.draining:

@@ -23,6 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.batcher import DynamicBatcher
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# xception_rejected{reason=...} ← the BatcherStats counter it exports.
+REJECTION_REASONS = {
+    "queue_full": "rejected_queue_full",
+    "queue_wait": "rejected_queue_wait",
+    "deadline": "dropped_expired",
+    "cancelled": "dropped_cancelled",
+}
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -34,21 +41,22 @@ class BatcherCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.batcher.stats
+        counts = stats.counters()
         yield GaugeMetricFamily(
             "xception_queue_depth", "Images waiting for inference", value=self.batcher.queue_depth
         )
-        yield CounterMetricFamily("xception_images", "Images run through the model", stats.images)
-        yield CounterMetricFamily("xception_batches", "Batches run", stats.batches)
         yield CounterMetricFamily(
-            "xception_failed_batches", "Batches whose inference raised", stats.failed_batches
+            "xception_images", "Images run through the model", counts["images"]
+        )
+        yield CounterMetricFamily("xception_batches", "Batches run", counts["batches"])
+        yield CounterMetricFamily(
+            "xception_failed_batches", "Batches whose inference raised", counts["failed_batches"]
         )
         rejected = CounterMetricFamily(
             "xception_rejected", "Work refused or dropped before inference", labels=["reason"]
         )
-        rejected.add_metric(["queue_full"], stats.rejected_queue_full)
-        rejected.add_metric(["queue_wait"], stats.rejected_queue_wait)
-        rejected.add_metric(["deadline"], stats.dropped_expired)
-        rejected.add_metric(["cancelled"], stats.dropped_cancelled)
+        for reason, key in REJECTION_REASONS.items():
+            rejected.add_metric([reason], counts[key])
         yield rejected
         buckets, cumulative = [], 0
         for bound in BATCH_BUCKETS:
@@ -60,7 +68,7 @@ class BatcherCollector(Collector):
             "xception_batch_size", "Images per batch", buckets=buckets, sum_value=total_images
         )
         yield CounterMetricFamily(
-            "xception_inference_seconds", "Time spent in the model", stats.inference_seconds
+            "xception_inference_seconds", "Time spent in the model", counts["inference_seconds"]
         )
 
 

@@ -1,4 +1,4 @@
-"""Response bodies (the HTTP API contract in DESIGN.md), as pydantic models for /docs."""
+"""Response bodies (the HTTP API contract in docs/reference.md), as pydantic models for /docs."""
 
 from __future__ import annotations
 

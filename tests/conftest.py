@@ -18,7 +18,8 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder ``<tmp>/xception/1`` holding model.onnx + model.json of a random-weights export."""
     import torch
 
-    from export.pipeline import ExportOptions, export_model
+    from export.options import ExportOptions
+    from export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("models") / "xception" / "1"
     torch.manual_seed(EXPORT_SEED)

@@ -139,7 +139,8 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
     assert "deploy" not in api_cpu
     assert api_cpu["environment"]["XCEPTION_DEVICE"] == "cpu"
     # The compose defaults are the service's tuned per-provider defaults.
-    from service.runtime import BATCHING_DEFAULTS, CPU_EP, CUDA_EP
+    from artifact.runtime import CPU_EP, CUDA_EP
+    from service.batcher import BATCHING_DEFAULTS
 
     for service, provider in ((api, CUDA_EP), (api_cpu, CPU_EP)):
         size, delay = BATCHING_DEFAULTS[provider]

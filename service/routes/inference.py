@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from service.deps import ServiceDep, UploadsDep
+from service.deps import CallerDep, ServiceDep, UploadsDep
 from service.errors import InvalidParameter
 from service.inference import l2_normalize, top_k
 from service.schemas import (
@@ -30,7 +30,7 @@ DEFAULT_TOP_K = 5
 
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(
-    request: Request,
+    caller: CallerDep,
     service: ServiceDep,
     uploads: UploadsDep,
     k: Annotated[
@@ -43,7 +43,7 @@ async def classify(
         k = min(DEFAULT_TOP_K, service.card.num_classes)
     elif k > service.card.num_classes:
         raise InvalidParameter(f"top_k={k} must be between 1 and {service.card.num_classes}")
-    rows = await service.infer(uploads, request)
+    rows = await service.infer(uploads, caller.gone, caller.ticket)
     labels = service.card.labels
     return ClassifyResponse(
         model=ModelRef(name=service.card.name, version=service.card.version),
@@ -62,13 +62,13 @@ async def classify(
 
 @router.post("/features", response_model=FeaturesResponse)
 async def features(
-    request: Request,
+    caller: CallerDep,
     service: ServiceDep,
     uploads: UploadsDep,
     normalize: Annotated[bool, Query(description="L2-normalise each vector")] = False,
 ) -> FeaturesResponse:
     """The pooled bottleneck features (2048-d for Xception) of each image, in upload order."""
-    rows = await service.infer(uploads, request)
+    rows = await service.infer(uploads, caller.gone, caller.ticket)
     return FeaturesResponse(
         model=ModelRef(name=service.card.name, version=service.card.version),
         dim=service.card.num_features,

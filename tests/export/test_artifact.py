@@ -1,4 +1,4 @@
-"""The exported artifact meets the contract in DESIGN.md ("The model artifact")."""
+"""The exported artifact meets the contract in docs/reference.md ("The model artifact")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.onnx_io import sha256_of
-from service.model_card import ModelCard
+from artifact.card import ModelCard
+from export.onnx.writer import sha256_of
 
 CARD_FIELDS = {
     "name", "version", "arch", "weights", "input_size", "resize", "mean", "std", "num_classes",

@@ -13,13 +13,13 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from export.bulk_features import main as features_main
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
+from bulk.features import main as features_main
 from export.errors import ExportError
-from export.finetune import TrainOptions
-from export.pipeline import ExportOptions, export_model
+from export.options import ExportOptions, TrainOptions
+from export.pipeline import export_model
 from service.app import create_app
-from service.model_card import ModelCard
-from service.preprocess import Preprocessor
 from tests.export.synthetic import CLASSES, draw, make_dataset
 from tests.service.conftest import files, make_settings, wait_ready
 

@@ -16,8 +16,8 @@ import onnxruntime as ort
 import pytest
 
 from export.errors import ExportError
-from export.finetune import TrainOptions
-from export.pipeline import ExportOptions, export_model
+from export.options import ExportOptions, TrainOptions
+from export.pipeline import export_model
 
 
 def session(model_dir: Path) -> ort.InferenceSession:

@@ -11,9 +11,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from artifact.card import ModelCard
 from export.errors import ExportError
-from export.pipeline import ExportOptions, export_model
-from service.model_card import ModelCard
+from export.options import ExportOptions
+from export.pipeline import export_model
 from tests.conftest import EXPORT_SEED
 
 
@@ -51,7 +52,7 @@ def test_checkpoint_wrapped_pth_loads(tmp_path: Path) -> None:
     wrapped = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}
     path = tmp_path / "checkpoint.pth"
     torch.save(wrapped, path)
-    from export.build import create_model
+    from export.build.model import create_model
 
     loaded = create_model("legacy_xception", str(path))
     for key, value in model.state_dict().items():

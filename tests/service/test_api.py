@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
 from service.app import create_app
-from service.model_card import ModelCard
-from service.preprocess import Preprocessor
+from tests.artifact.test_preprocess import encode, png_header_only
 from tests.service.conftest import files, image_bytes, make_settings, wait_ready
-from tests.service.test_preprocess import encode, png_header_only
 
 
 class ResponseLike(Protocol):

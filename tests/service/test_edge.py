@@ -136,6 +136,24 @@ def test_trickled_body_gets_408_in_the_envelope(edge: ServiceProcess) -> None:
         assert_closed(sock)
 
 
+def test_chunked_upload_past_the_limit_gets_413_and_is_closed(edge: ServiceProcess) -> None:
+    """No Content-Length: the bytes are counted as they arrive; past 20 MB the answer comes
+    at once, while the client is still sending, and the rest is never read."""
+    chunk = b"x" * (1 << 20)
+    with connect(edge) as sock:
+        head = request_head("/classify", 0, f"Authorization: Bearer {KEY}")
+        sock.sendall(head.replace(b"Content-Length: 0", b"Transfer-Encoding: chunked"))
+        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        for _ in range(21):  # 21 MB of one file, never the terminating chunk
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, headers, body = read_answer(sock)
+        assert status == 413 and body["error"]["code"] == "upload_too_large"
+        assert "XCEPTION_MAX_UPLOAD_MB" in body["error"]["message"]
+        assert headers["connection"] == "close"
+        assert_closed(sock)
+
+
 def test_connections_past_the_cap_get_503_in_the_envelope(edge: ServiceProcess) -> None:
     held = [connect(edge) for _ in range(MAX_CONNECTIONS)]
     try:

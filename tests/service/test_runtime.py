@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from artifact.runtime import CPU_EP, ModelLoadError, ModelRuntime, cuda_device_count
 from service.config import unknown_variables
-from service.runtime import CPU_EP, ModelLoadError, ModelRuntime, cuda_device_count
 
 NO_GPU = cuda_device_count()[0] == 0
 
@@ -29,7 +29,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_auto_on_a_cpu_host_picks_cpu_quietly(exported_model: Path) -> None:
     code = (
         "import logging; logging.basicConfig(level='INFO')\n"
-        "from service.runtime import ModelRuntime\n"
+        "from artifact.runtime import ModelRuntime\n"
         f"print(ModelRuntime({str(exported_model / 'model.onnx')!r}, 'auto').provider)\n"
     )
     result = run_python(code)

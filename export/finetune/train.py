@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from export.serving import ServingModel
+from export.build.serving import ServingModel
 
 HEAD_MOMENTUM = 0.9
 # Stage 2 clips the gradient norm: the head's standardisation divides by the features'

@@ -26,24 +26,21 @@ class ResizePolicy(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    mode: Literal["crop", "squash"]
+    # timm's crop modes: ``crop`` (timm's "center"), ``squash`` and ``border``.
+    mode: Literal["crop", "squash", "border"]
     crop_pct: float = Field(1.0, gt=0.0, le=1.0)
     interpolation: str = "bicubic"
 
     def scale_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """Target size before the centre crop, as timm's ``transforms_factory`` computes it.
-
-        ``crop``: the shorter side goes to floor(size / crop_pct) (timm floors; for the
-        default Xception that is 333 for 299). Returns (h, w) of that square bound.
-        """
+        """Size before the centre crop (or pad), as timm's ``transforms_imagenet_eval``
+        computes it for every mode: floor(size / crop_pct) per edge (timm floors; for the
+        default Xception that is 333 for 299)."""
         h, w = input_size
-        if self.mode == "squash":
-            return h, w
         return math.floor(h / self.crop_pct), math.floor(w / self.crop_pct)
 
 
 class ModelCard(BaseModel):
-    """Fields documented in DESIGN.md ("The model artifact"); extra fields are kept."""
+    """Fields documented in docs/reference.md ("The model artifact"); extra fields are kept."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 

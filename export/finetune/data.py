@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 from torchvision import transforms
 
+from artifact.images import is_image_file, load_rgb
+from artifact.preprocess import LOCAL_MAX_ASPECT_RATIO, LOCAL_MAX_PIXELS
 from export.errors import ExportError
-from service.preprocess import IMAGE_SUFFIXES, to_rgb
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"validation": "val", "valid": "val"}
@@ -53,15 +53,6 @@ class Dataset:
         self.unreadable.extend(sorted(str(p.relative_to(self.root)) for p in paths))
         for split, samples in self.splits.items():
             self.splits[split] = [s for s in samples if s.path not in paths]
-
-
-def parse_split(text: str) -> tuple[float, float, float]:
-    """``"70/15/15"`` or ``"0.7,0.15,0.15"`` → fractions summing to 1."""
-    parts = [float(p) for p in text.replace(",", "/").split("/")]
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or sum(parts) <= 0:
-        raise ExportError(f"--split {text!r}: expected train/val/test like 70/15/15")
-    total = sum(parts)
-    return parts[0] / total, parts[1] / total, parts[2] / total
 
 
 def discover(root: Path, ratios: tuple[float, float, float], seed: int) -> Dataset:
@@ -111,7 +102,7 @@ def _images(folder: Path, classes: list[str]) -> tuple[list[Sample], int]:
         class_dir = folder / name
         files = sorted(p for p in class_dir.rglob("*") if p.is_file()) if class_dir.is_dir() else []
         for path in files:
-            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            if is_image_file(path):
                 samples.append(Sample(path, label))
             else:
                 ignored += 1
@@ -152,13 +143,7 @@ def augment_transform(input_size: tuple[int, int], interpolation: str) -> transf
     )
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode, orient and convert one file the way the service does (before resizing)."""
-    with Image.open(path) as image:
-        image.seek(0)
-        return to_rgb(ImageOps.exif_transpose(image))
-
-
 def augmented_pixels(path: Path, transform: transforms.Compose) -> np.ndarray:
     """One augmented uint8 [H, W, 3] view of ``path``."""
-    return np.asarray(transform(load_rgb(path)), dtype=np.uint8)
+    image = load_rgb(path, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
+    return np.asarray(transform(image), dtype=np.uint8)

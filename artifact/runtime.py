@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,25 +20,21 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from service.model_card import (
-    INPUT_NAME,
-    METADATA_CARD_KEY,
-    OUTPUT_NAMES,
-    ModelCard,
-)
+from artifact.card import INPUT_NAME, METADATA_CARD_KEY, OUTPUT_NAMES, ModelCard
+from artifact.errors import ModelLoadError
 
-logger = logging.getLogger("service.runtime")
+logger = logging.getLogger("artifact.runtime")
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
-# (max batch size, max batch delay ms) when the settings leave them unset, measured with
-# bench/ (README, "Speed"). CPU: batches do not raise a CPU's img/s, so never wait for
-# one: take what is queued (greedy). CUDA: batches are where a GPU's throughput comes from.
-BATCHING_DEFAULTS = {CPU_EP: (4, 0.0), CUDA_EP: (32, 5.0)}
 
 
-class ModelLoadError(RuntimeError):
-    """The model file or the requested device cannot be used; the service must not start."""
+def available_cores() -> int:
+    """Cores this process may run on (the container's CPU set, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def cuda_device_count() -> tuple[int, str]:
@@ -77,7 +74,10 @@ class ModelRuntime:
         device: Literal["auto", "cuda", "cpu"] = "auto",
         intra_op_threads: int = 1,
         spinning: bool = False,
+        card: ModelCard | None = None,
     ) -> None:
+        """``card``: the card of a model being exported (not yet embedded in the file);
+        by default the card is read from the file's metadata."""
         self.path = path
         providers = self._providers(device)
         options = ort.SessionOptions()
@@ -97,7 +97,7 @@ class ModelRuntime:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT says "invalid protobuf" etc.: name the file instead
             raise ModelLoadError(f"cannot load {path}: {exc}") from exc
-        self.card = card_of(self.session, path)
+        self.card = card if card is not None else card_of(self.session, path)
         self.provider = self.session.get_providers()[0]
         if CUDA_EP in providers and self.provider != CUDA_EP and device == "auto":
             logger.warning(
@@ -163,16 +163,6 @@ class ModelRuntime:
             self.run(np.zeros((size, height, width, 3), dtype=np.uint8))
             timings[size] = time.perf_counter() - started
         return timings
-
-    def batching(self, max_batch_size: int | None, max_delay_ms: float | None) -> tuple[int, float]:
-        """The settings' batching values, with this provider's defaults for the unset ones."""
-        default_size, default_delay = BATCHING_DEFAULTS.get(
-            self.provider, BATCHING_DEFAULTS[CPU_EP]
-        )
-        return (
-            default_size if max_batch_size is None else max_batch_size,
-            default_delay if max_delay_ms is None else max_delay_ms,
-        )
 
     @staticmethod
     def warm_up_sizes(max_batch_size: int) -> list[int]:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export.serving import ServingModel
-from service.errors import ServiceError
-from service.preprocess import Preprocessor
+from artifact.batches import pixel_batches
+from artifact.preprocess import Preprocessor
+from export.build.serving import ServingModel
 
 
 def default_cache_dir() -> Path:
@@ -70,29 +70,22 @@ def extract(
     """Features for ``paths`` → (vectors by path, unreadable paths, how many were computed)."""
     vectors: dict[Path, np.ndarray] = {}
     unreadable: set[Path] = set()
-    todo: list[tuple[Path, str]] = []
+    todo: dict[Path, str] = {}
     for path in paths:
         key = file_key(path)
         cached = cache.get(key)
         if cached is None:
-            todo.append((path, key))
+            todo[path] = key
         else:
             vectors[path] = cached
     model.eval().to(device)
     with tqdm(total=len(todo), desc="bottleneck features", unit="img", disable=not todo) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk, pixels = [], []
-            for path, key in todo[start : start + batch_size]:
-                try:
-                    pixels.append(preprocess(path.read_bytes(), path.name))
-                    chunk.append((path, key))
-                except ServiceError:
-                    unreadable.add(path)
-            if pixels:
-                batch = torch.from_numpy(np.stack(pixels)).to(device)
-                _, features = model(batch)
-                for (path, key), vector in zip(chunk, features.cpu().numpy(), strict=True):
-                    cache.put(key, vector)
+        for batch in pixel_batches(list(todo), preprocess, batch_size):
+            unreadable.update(batch.skipped)
+            if batch.paths:
+                _, features = model(torch.from_numpy(batch.pixels).to(device))
+                for path, vector in zip(batch.paths, features.cpu().numpy(), strict=True):
+                    cache.put(todo[path], vector)
                     vectors[path] = vector
-            bar.update(len(todo[start : start + batch_size]))
+            bar.update(len(batch.paths) + len(batch.skipped))
     return vectors, unreadable, len(todo) - len(unreadable)

@@ -12,15 +12,15 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.errors import ExportError
-from export.serving import ServingModel
-from service.model_card import (
+from artifact.card import (
     INPUT_NAME,
     METADATA_CARD_KEY,
     METADATA_LABELS_KEY,
     OUTPUT_NAMES,
     ModelCard,
 )
+from export.build.serving import ServingModel
+from export.errors import ExportError
 
 MIN_OPSET = 17
 # The trace batch must not be 1 (torch.export would specialise the axis) and differs

@@ -7,35 +7,117 @@ will serve — not from the torch model it came from.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from service.model_card import INPUT_NAME, OUTPUT_NAMES
-from service.preprocess import Preprocessor
+from artifact.batches import run_folder
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime
+from export.errors import ExportError
+from export.finetune.train import StageResult
 
 EVAL_BATCH = 16
 
 
-def onnx_predictions(
-    onnx_path: Path, paths: Sequence[Path], preprocess: Preprocessor
-) -> np.ndarray:
-    """Class probabilities for each path, from the ONNX file on the CPU provider."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rows = []
-    for start in range(0, len(paths), EVAL_BATCH):
-        chunk = paths[start : start + EVAL_BATCH]
-        pixels = np.stack([preprocess(p.read_bytes(), p.name) for p in chunk])
-        rows.append(session.run([OUTPUT_NAMES[0]], {INPUT_NAME: pixels})[0])
-    return np.concatenate(rows)
+@dataclass(frozen=True)
+class DatasetSummary:
+    """The data a fine-tuning run used, and what it skipped."""
+
+    root: Path
+    classes: list[str]
+    images: int
+    counts: dict[str, dict[str, int]]  # split → class → images
+    unreadable: list[str]  # relative paths
+    ignored_files: int
+
+
+@dataclass(frozen=True)
+class ClassificationMetrics:
+    """Test-split figures of the exported model."""
+
+    accuracy: float
+    images: int
+    per_class: dict[str, dict[str, float]]  # precision, recall, f1, support
+    confusion: list[list[int]]  # [true][predicted]
+
+
+@dataclass
+class FineTuneReport:
+    """Everything a fine-tuning run reports: filled by training, then by the evaluation."""
+
+    dataset: DatasetSummary
+    device: str
+    options: dict[str, Any]
+    features_computed: int
+    features_cache: Path
+    stage1: StageResult
+    stage2: StageResult
+    test_samples: list[tuple[Path, int]]  # evaluated later, on the exported ONNX file
+    model: str = ""
+    test: ClassificationMetrics | None = None
+
+    @property
+    def best_val_accuracy(self) -> float:
+        return max(self.stage1.best_val_accuracy, self.stage2.best_val_accuracy)
+
+    def card_metrics(self) -> dict[str, Any]:
+        """The figures a fine-tuned model's card carries."""
+        if self.test is None:
+            raise ValueError("the test split has not been evaluated yet")
+        return {
+            "test_accuracy": self.test.accuracy,
+            "test_images": self.test.images,
+            "val_accuracy": self.best_val_accuracy,
+            "per_class": self.test.per_class,
+            "confusion": self.test.confusion,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """report.json's content."""
+        data = self.dataset
+        return {
+            "model": self.model,
+            "dataset": {
+                "root": str(data.root),
+                "classes": data.classes,
+                "images": data.images,
+                "counts": data.counts,
+                "unreadable": data.unreadable,
+                "ignored_files": data.ignored_files,
+            },
+            "features": {"computed": self.features_computed, "cache": str(self.features_cache)},
+            "device": self.device,
+            "options": self.options,
+            "stage1": self.stage1.as_dict(),
+            "stage2": self.stage2.as_dict(),
+            "test_samples": [
+                (str(path.relative_to(data.root)), label) for path, label in self.test_samples
+            ],
+            "test": None if self.test is None else vars(self.test),
+        }
+
+
+def evaluate(onnx_path: Path, card: ModelCard, report: FineTuneReport) -> None:
+    """Test-split metrics from ONNX Runtime on the CPU, into ``report.test``."""
+    paths = [path for path, _ in report.test_samples]
+    runtime = ModelRuntime(onnx_path, "cpu", card=card)
+    probabilities, _, _, skipped = run_folder(
+        runtime, paths, Preprocessor.for_local_files(card), EVAL_BATCH
+    )
+    if skipped:  # they were readable when the features were computed
+        raise ExportError(f"test images became unreadable during the export: {skipped[:3]}")
+    labels = np.array([label for _, label in report.test_samples])
+    report.test = classification_metrics(labels, probabilities.argmax(axis=1), card.labels)
+    report.model = f"{card.name}/{card.version} ({card.arch})"
 
 
 def classification_metrics(
     labels: np.ndarray, predicted: np.ndarray, classes: list[str]
-) -> dict[str, Any]:
+) -> ClassificationMetrics:
     """Accuracy, per-class precision/recall/F1/support, confusion matrix [true][predicted]."""
     size = len(classes)
     confusion = np.zeros((size, size), dtype=np.int64)
@@ -50,16 +132,17 @@ def classification_metrics(
         per_class[name] = {
             "precision": precision, "recall": recall, "f1": f1, "support": actual_i,
         }  # fmt: skip
-    return {
-        "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-        "images": int(confusion.sum()),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
+    return ClassificationMetrics(
+        accuracy=float(np.trace(confusion) / max(1, confusion.sum())),
+        images=int(confusion.sum()),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+    )
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> None:
+def write_report(folder: Path, typed: FineTuneReport) -> None:
     """report.json, report.md, curves.png and confusion.png into ``folder``."""
+    report = typed.as_json()
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(markdown(report), encoding="utf-8")
     _plot_curves(folder / "curves.png", report)

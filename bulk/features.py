@@ -1,31 +1,29 @@
 """``xception-features``: bottleneck features for a folder of images, to .npy or .parquet.
 
 The Keras write-up's ``bottleneck_features_train.npy`` step as a tool: ONNX Runtime on
-the exported model, the model's own preprocessing (the service's code), batched, with
-a progress bar. Torch is not needed: this runs wherever the service runs.
+the exported model, the model's own preprocessing (:mod:`artifact.preprocess`, as the
+service does it), batched, with a progress bar. Needs no torch: it runs wherever the
+service runs. Parquet output needs pyarrow (``pip install "xception-service[parquet]"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from service.config import available_cores
-from service.errors import ServiceError
-from service.preprocess import (
-    IMAGE_SUFFIXES,
-    LOCAL_MAX_ASPECT_RATIO,
-    LOCAL_MAX_PIXELS,
-    Preprocessor,
-)
-from service.runtime import ModelLoadError, ModelRuntime
+from artifact.batches import run_folder
+from artifact.errors import ModelLoadError
+from artifact.images import list_images
+from artifact.layout import MODEL_FILE, model_file
+from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime, available_cores
 
 
 class FeaturesError(Exception):
@@ -58,14 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files (by extension) under ``root``, sorted, hidden files skipped."""
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root``; a :class:`FeaturesError` when there are none."""
     if not root.is_dir():
         raise FeaturesError(f"DIR {str(root)!r}: no such folder")
-    found = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )  # fmt: skip
+    found = list_images(root)
     if not found:
         raise FeaturesError(f"DIR {str(root)!r}: no image files found")
     return found
@@ -75,31 +70,11 @@ def extract(
     runtime: ModelRuntime, paths: list[Path], batch_size: int
 ) -> tuple[np.ndarray, list[Path], list[Path]]:
     """(features [N, D], paths kept, paths skipped as unreadable)."""
-    preprocess = Preprocessor.for_card(runtime.card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
-
-    def load(path: Path) -> np.ndarray | None:
-        try:
-            return preprocess(path.read_bytes(), path.name)
-        except ServiceError:
-            return None
-
-    kept, skipped, chunks = [], [], []
-    with (
-        ThreadPoolExecutor(available_cores()) as pool,
-        tqdm(total=len(paths), desc="features", unit="img") as bar,
-    ):
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            pixels = list(pool.map(load, batch))
-            good = [(p, x) for p, x in zip(batch, pixels, strict=True) if x is not None]
-            skipped += [p for p, x in zip(batch, pixels, strict=True) if x is None]
-            if good:
-                _, features = runtime.run(np.stack([x for _, x in good]))
-                chunks.append(features)
-                kept += [p for p, _ in good]
-            bar.update(len(batch))
-    dim = runtime.card.num_features
-    features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    preprocess = Preprocessor.for_local_files(runtime.card)
+    with tqdm(total=len(paths), desc="features", unit="img") as bar:
+        _, features, kept, skipped = run_folder(
+            runtime, paths, preprocess, batch_size, progress=bar.update
+        )
     return features.astype(np.float32), kept, skipped
 
 
@@ -113,7 +88,7 @@ def write(out: Path, features: np.ndarray, paths: list[str]) -> list[Path]:
         tmp.replace(out)
         listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
         return [out, listing]
-    import pyarrow as pa
+    import pyarrow as pa  # checked by main() before any work
     import pyarrow.parquet as pq
 
     column = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
@@ -131,10 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out.suffix not in (".npy", ".parquet"):
             raise FeaturesError(f"--out {str(args.out)!r}: use a .npy or .parquet file name")
-        paths = list_images(args.dir)
-        model = args.model / "model.onnx" if args.model.is_dir() else args.model
+        if args.out.suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+            raise FeaturesError(
+                f"--out {str(args.out)!r}: writing Parquet needs pyarrow "
+                '(pip install "xception-service[parquet]"); or write a .npy file'
+            )
+        paths = find_images(args.dir)
+        model = model_file(args.model)
         if not model.is_file():
-            raise FeaturesError(f"--model {str(args.model)!r}: no model.onnx there")
+            raise FeaturesError(f"--model {str(args.model)!r}: no {MODEL_FILE} there")
         runtime = ModelRuntime(model, args.device, available_cores())
         started = time.perf_counter()
         features, kept, skipped = extract(runtime, paths, args.batch_size)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from artifact.card import ModelCard
+from artifact.runtime import ModelRuntime
+from export.build.serving import ServingModel
 from export.errors import ExportError
-from export.serving import ServingModel
-from service.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 
 VERIFY_BATCH = 3
 MAX_PROB_DIFF = 1e-4
@@ -29,8 +29,8 @@ def check_parity(
     batch = rng.integers(0, 256, size=(VERIFY_BATCH, height, width, 3), dtype=np.uint8)
     with torch.inference_mode():
         torch_probs, torch_feats = (t.numpy() for t in model(torch.from_numpy(batch)))
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_probs, ort_feats = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+    # The card is not embedded yet: the runtime is given the one this export will write.
+    ort_probs, ort_feats = ModelRuntime(onnx_path, "cpu", card=card).run(batch)
     for name, got, want in (
         ("probabilities", ort_probs, torch_probs),
         ("features", ort_feats, torch_feats),

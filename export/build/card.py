@@ -13,7 +13,7 @@ from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_data_config
 from torch import nn
 
 from export.errors import ExportError
-from service.model_card import ModelCard, Precision, ResizePolicy
+from artifact.card import ModelCard, Precision, ResizePolicy
 
 
 def read_labels_file(path: Path) -> list[str]:
@@ -48,7 +48,8 @@ def default_labels(model: nn.Module) -> list[str]:
 def resize_policy(data_cfg: dict[str, Any]) -> ResizePolicy:
     """timm's eval transform for the weights, as the card's resize policy."""
     return ResizePolicy(
-        mode="squash" if data_cfg.get("crop_mode") == "squash" else "crop",
+        # timm's crop modes: "center" (or unset) is our "crop"; squash and border as named.
+        mode={"squash": "squash", "border": "border"}.get(str(data_cfg.get("crop_mode")), "crop"),
         crop_pct=float(data_cfg.get("crop_pct") or 1.0),
         interpolation=str(data_cfg.get("interpolation") or "bicubic"),
     )

@@ -8,40 +8,27 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from export.data import Dataset, augment_transform, augmented_pixels
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
+from export.build.serving import ServingModel, build_serving_model
 from export.errors import ExportError
-from export.features import FeatureCache, default_cache_dir, extract, model_key
+from export.finetune.data import Dataset, augment_transform, augmented_pixels
+from export.finetune.features import FeatureCache, default_cache_dir, extract, model_key
+from export.finetune.report import DatasetSummary, FineTuneReport
+from export.finetune.train import StageResult, build_head, finetune, set_classifier, train_head
+from export.options import TrainOptions
 from export.progress import Steps
-from export.serving import ServingModel, build_serving_model
-from export.train import StageResult, build_head, finetune, set_classifier, train_head
-from service.model_card import ModelCard
-from service.preprocess import LOCAL_MAX_ASPECT_RATIO, LOCAL_MAX_PIXELS, Preprocessor
 
 EVAL_BATCH = 16
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """The fine-tuning flags (``--data`` and friends)."""
-
-    data: Path
-    head: Literal["mlp", "linear"] = "mlp"
-    epochs_head: int = 30
-    epochs_finetune: int = 2
-    lr_head: float = 0.01
-    lr_finetune: float = 0.005
-    momentum_finetune: float = 0.1
-    batch_size: int = 16
-    seed: int = 0
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    cache_dir: Path | None = None
+# Progress lines fine_tune prints (stage 1, stage 2): the pipeline's step count adds them.
+STEPS = 2
 
 
 def training_device() -> torch.device:
@@ -54,10 +41,11 @@ def fine_tune(
     card: ModelCard,
     options: TrainOptions,
     steps: Steps,
-) -> dict[str, Any]:
-    """Train ``model`` in place (new head, optionally fine-tuned); returns the report parts."""
+) -> FineTuneReport:
+    """Train ``model`` in place (new head, optionally fine-tuned); returns the report so far
+    (the test split is evaluated later, on the exported ONNX file)."""
     device = training_device()
-    preprocess = Preprocessor.for_card(card, LOCAL_MAX_PIXELS, LOCAL_MAX_ASPECT_RATIO)
+    preprocess = Preprocessor.for_local_files(card)
     serving = build_serving_model(model, card.mean, card.std)
 
     with steps.step(f"stage 1: bottleneck features + {options.head} head on {device}") as info:
@@ -101,25 +89,23 @@ def fine_tune(
             stage2 = _stage2(serving, dataset, card, preprocess, stage1, options, device)
         stage2.seconds = time.perf_counter() - started
     serving.to("cpu").eval()
-    return {
-        "dataset": {
-            "root": str(dataset.root),
-            "classes": dataset.classes,
-            "images": sum(len(s) for s in dataset.splits.values()),
-            "counts": dataset.counts(),
-            "unreadable": dataset.unreadable,
-            "ignored_files": dataset.ignored_files,
-        },
-        "features": {"computed": computed, "cache": str(cache.folder)},
-        "device": str(device),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
-        "stage1": stage1.as_dict(),
-        "stage2": stage2.as_dict(),
-        # (path relative to root, label): evaluated later on the exported ONNX file.
-        "test_samples": [
-            (str(s.path.relative_to(dataset.root)), s.label) for s in dataset.splits["test"]
-        ],
-    }
+    return FineTuneReport(
+        dataset=DatasetSummary(
+            root=dataset.root,
+            classes=dataset.classes,
+            images=sum(len(s) for s in dataset.splits.values()),
+            counts=dataset.counts(),
+            unreadable=dataset.unreadable,
+            ignored_files=dataset.ignored_files,
+        ),
+        device=str(device),
+        options={k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
+        features_computed=computed,
+        features_cache=cache.folder,
+        stage1=stage1,
+        stage2=stage2,
+        test_samples=[(s.path, s.label) for s in dataset.splits["test"]],
+    )
 
 
 def _stage2(

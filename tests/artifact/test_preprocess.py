@@ -13,15 +13,15 @@ import timm.data
 import torch
 from PIL import Image
 
-from service.errors import (
-    EmptyFile,
+from artifact.card import ModelCard, ResizePolicy
+from artifact.errors import (
+    EmptyImage,
     ImageTooLarge,
-    InvalidImage,
+    NotAnImage,
+    UndecodableImage,
     UnsupportedAspectRatio,
-    UnsupportedMedia,
 )
-from service.model_card import ModelCard, ResizePolicy
-from service.preprocess import Preprocessor
+from artifact.preprocess import Preprocessor
 from tests.service.conftest import image_bytes
 
 XCEPTION_RESIZE = ResizePolicy(mode="crop", crop_pct=0.8975, interpolation="bicubic")
@@ -135,18 +135,27 @@ def test_animated_gif_first_frame() -> None:
 
 
 def test_pixel_limit_checked_from_the_header() -> None:
-    with pytest.raises(ImageTooLarge, match="100000×100000"):
+    with pytest.raises(ImageTooLarge, match=r"7000×7000 = 49,000,000 pixels.*XCEPTION_MAX_PIXELS"):
+        tiny(max_pixels=40_000_000)(png_header_only(7000, 7000), "bomb.png")
+
+
+def test_pillow_bomb_limit_answers_as_our_limit() -> None:
+    """Past Pillow's own net (~179 MP) Pillow refuses first: still ImageTooLarge, naming ours,
+    and Pillow's global limit is left as Pillow sets it."""
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageTooLarge, match=r"bomb\.png.*XCEPTION_MAX_PIXELS"):
         tiny(max_pixels=40_000_000)(png_header_only(100_000, 100_000), "bomb.png")
+    assert Image.MAX_IMAGE_PIXELS == before is not None
 
 
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b"", EmptyFile),
-        (b"just some text, not an image\n", UnsupportedMedia),
-        (image_bytes("chelsea.jpg")[:5000], InvalidImage),  # truncated
-        (image_bytes("multipage_rgb.tif"), InvalidImage),  # a TIFF Pillow cannot decode
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, InvalidImage),  # PNG magic, garbage after
+        (b"", EmptyImage),
+        (b"just some text, not an image\n", NotAnImage),
+        (image_bytes("chelsea.jpg")[:5000], UndecodableImage),  # truncated
+        (image_bytes("multipage_rgb.tif"), UndecodableImage),  # a TIFF Pillow cannot decode
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, UndecodableImage),  # PNG magic, garbage after
     ],
     ids=["empty", "text", "truncated-jpeg", "undecodable-tiff", "broken-png"],
 )

@@ -1,0 +1,1 @@
+"""Transfer learning on an image folder: data, bottleneck features, the two stages, report."""

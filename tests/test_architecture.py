@@ -1,0 +1,128 @@
+"""The package arrows and the import rules (ARCHITECTURE.md), checked.
+
+``export → artifact``, ``bulk → artifact``, ``service → artifact``; never the other way,
+and never ``service``/``bulk`` → ``export``. Checked twice: statically over every import
+statement (lazy ones inside functions included), and by importing in a fresh interpreter
+and looking at what got loaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("artifact", "bulk", "export", "service")
+ALLOWED = {
+    "artifact": {"artifact"},
+    "bulk": {"bulk", "artifact"},
+    "export": {"export", "artifact"},
+    "service": {"service", "artifact"},
+}
+# What the `export` extra adds to the runtime requirements: none of it may be needed by bulk.
+EXPORT_ONLY_MODULES = (
+    "torch", "torchvision", "timm", "onnx", "onnxscript", "safetensors", "matplotlib",
+    "pyarrow", "onnxconverter_common",
+)  # fmt: skip
+MAX_MODULE_LINES = 300
+
+
+def first_party_imports(path: Path) -> set[str]:
+    """Top-level first-party packages ``path`` imports, wherever the import statement is."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names} & set(PACKAGES)
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_follow_the_arrows(package: str) -> None:
+    wrong = {
+        f"{path.relative_to(ROOT)} imports {sorted(imported - ALLOWED[package])}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (imported := first_party_imports(path)) - ALLOWED[package]
+    }
+    assert not wrong, wrong
+
+
+def loaded_after(statement: str, blocked: tuple[str, ...] = ()) -> set[str]:
+    """Top-level modules loaded by ``statement`` in a fresh interpreter (``blocked`` ones
+    made unimportable, as if not installed)."""
+    script = (
+        "import importlib.abc, json, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"{statement}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_artifact_loads_neither_torch_nor_fastapi() -> None:
+    modules = loaded_after(
+        "import artifact.batches, artifact.card, artifact.errors, artifact.images, "
+        "artifact.layout, artifact.preprocess, artifact.runtime"
+    )
+    assert not modules & {"torch", "timm", "fastapi", "starlette", "service", "export", "bulk"}
+
+
+def test_service_loads_no_torch() -> None:
+    modules = loaded_after("import service.app, service.cli, service.server")
+    assert not modules & {"torch", "timm", "torchvision", "export", "bulk"}
+
+
+def test_bulk_runs_without_the_export_extra(exported_model: Path, tmp_path: Path) -> None:
+    """xception-features end to end with every export-only module unimportable."""
+    out = tmp_path / "feats.npy"
+    argv = [str(ROOT / "tests" / "data"), "--model", str(exported_model), "--out", str(out)]
+    modules = loaded_after(
+        f"from bulk.features import main\nassert main({argv!r}) == 0", EXPORT_ONLY_MODULES
+    )
+    assert not modules & set(EXPORT_ONLY_MODULES)
+    assert np.load(out).shape == (5, 2048)  # 6 files there; the undecodable TIFF is skipped
+
+
+def test_parquet_without_pyarrow_is_one_clear_line(exported_model: Path, tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['pyarrow'] = None  # as if not installed\n"
+        "from bulk.features import main\n"
+        f"sys.exit(main([{str(ROOT / 'tests' / 'data')!r}, '--model', "
+        f"{str(exported_model)!r}, '--out', {str(tmp_path / 'f.parquet')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("or write a .npy file"), result.stderr
+    assert "xception-service[parquet]" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "f.parquet").exists()
+
+
+def test_no_module_is_over_300_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for package in (*PACKAGES, "bench")
+        for path in (ROOT / package).rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, long
