@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,16 @@ import torch
 from tqdm import tqdm
 
 from artifact.batches import pixel_batches
+from artifact.card import ModelCard
+from artifact.layout import MODEL_FILE
 from artifact.preprocess import Preprocessor
+from artifact.runtime import ModelRuntime, available_cores
 from export.build.serving import ServingModel
+from export.onnx.writer import export_onnx
+from export.options import DEFAULT_OPSET
+
+# uint8 [N, H, W, 3] → pooled features [N, D]
+Backbone = Callable[[np.ndarray], np.ndarray]
 
 
 def default_cache_dir() -> Path:
@@ -58,16 +68,18 @@ class FeatureCache:
         tmp.replace(self.folder / f"{key}.npy")
 
 
-@torch.inference_mode()
 def extract(
-    model: ServingModel,
     paths: Sequence[Path],
     preprocess: Preprocessor,
     cache: FeatureCache,
     batch_size: int,
-    device: torch.device,
+    backbone: Callable[[], Backbone],
 ) -> tuple[dict[Path, np.ndarray], set[Path], int]:
-    """Features for ``paths`` → (vectors by path, unreadable paths, how many were computed)."""
+    """Features for ``paths`` → (vectors by path, unreadable paths, how many were computed).
+
+    ``backbone()`` makes the feature extractor; it is called only when some file is not
+    in the cache (making it exports the model: re-runs on cached files stay instant).
+    """
     vectors: dict[Path, np.ndarray] = {}
     unreadable: set[Path] = set()
     todo: dict[Path, str] = {}
@@ -78,14 +90,31 @@ def extract(
             todo[path] = key
         else:
             vectors[path] = cached
-    model.eval().to(device)
-    with tqdm(total=len(todo), desc="bottleneck features", unit="img", disable=not todo) as bar:
+    if not todo:
+        return vectors, unreadable, 0
+    run = backbone()
+    with tqdm(total=len(todo), desc="bottleneck features", unit="img") as bar:
         for batch in pixel_batches(list(todo), preprocess, batch_size):
             unreadable.update(batch.skipped)
             if batch.paths:
-                _, features = model(torch.from_numpy(batch.pixels).to(device))
-                for path, vector in zip(batch.paths, features.cpu().numpy(), strict=True):
+                for path, vector in zip(batch.paths, run(batch.pixels), strict=True):
                     cache.put(todo[path], vector)
                     vectors[path] = vector
             bar.update(len(batch.paths) + len(batch.skipped))
     return vectors, unreadable, len(todo) - len(unreadable)
+
+
+@contextmanager
+def onnx_backbone(serving: ServingModel, card: ModelCard) -> Iterator[Callable[[], Backbone]]:
+    """Stage 1's extractor: the serving graph exported to ONNX and run by ONNX Runtime (the
+    GPU when there is one). On 2 CPU cores ORT runs Xception at 9.9 img/s against torch's
+    5.9 (measured, batch 16): past ~120 uncached images that pays for the ~8 s export."""
+    with tempfile.TemporaryDirectory(prefix="xception-backbone-") as folder:
+
+        def make() -> Backbone:
+            path = Path(folder) / MODEL_FILE
+            export_onnx(serving.cpu().eval(), path, card.input_size, card.opset or DEFAULT_OPSET)
+            runtime = ModelRuntime(path, "auto", available_cores(), card=card)
+            return lambda pixels: runtime.run(pixels)[1]
+
+        yield make

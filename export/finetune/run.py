@@ -18,7 +18,13 @@ from artifact.preprocess import Preprocessor
 from export.build.serving import ServingModel, build_serving_model
 from export.errors import ExportError
 from export.finetune.data import Dataset, augment_transform, augmented_pixels
-from export.finetune.features import FeatureCache, default_cache_dir, extract, model_key
+from export.finetune.features import (
+    FeatureCache,
+    default_cache_dir,
+    extract,
+    model_key,
+    onnx_backbone,
+)
 from export.finetune.report import DatasetSummary, FineTuneReport
 from export.finetune.train import StageResult, build_head, finetune, set_classifier, train_head
 from export.options import TrainOptions
@@ -48,13 +54,14 @@ def fine_tune(
     preprocess = Preprocessor.for_local_files(card)
     serving = build_serving_model(model, card.mean, card.std)
 
-    with steps.step(f"stage 1: bottleneck features + {options.head} head on {device}") as info:
+    title = f"stage 1: bottleneck features (ONNX Runtime) + {options.head} head on {device}"
+    with steps.step(title) as info, onnx_backbone(serving, card) as backbone:
         started = time.perf_counter()
         cache_root = options.cache_dir or default_cache_dir()
         cache = FeatureCache(cache_root, model_key(model, preprocess))
         every = [s.path for samples in dataset.splits.values() for s in samples]
         vectors, unreadable, computed = extract(
-            serving, every, preprocess, cache, options.batch_size, device
+            every, preprocess, cache, options.batch_size, backbone
         )
         dataset.drop_unreadable(unreadable)
         for split, samples in dataset.splits.items():
