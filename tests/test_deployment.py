@@ -81,6 +81,24 @@ def test_runtime_stage_is_torch_free_non_root_and_probed() -> None:
     assert re.search(r"ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+", base)
 
 
+def test_each_image_copies_the_packages_its_commands_import() -> None:
+    """A console script's package and the ones it stands on (ARCHITECTURE.md) are copied into
+    the image that runs it; the runtime image carries no torch-side code."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    package = {name: target.split(".")[0] for name, target in scripts.items()}
+    commands = {
+        "runtime": ["xception-serve", "xception-features"],
+        "export": ["xception-export", "xception-features"],
+    }
+    for stage, names in commands.items():
+        copied = {line.split()[1] for line in stages()[stage] if line.startswith("COPY ")}
+        needed = {package[name] for name in names} | {"artifact"}
+        assert needed <= copied, (stage, needed - copied)
+    assert "export" not in {line.split()[1] for line in stages()["runtime"] if "COPY" in line}
+
+
 def test_runtime_dependency_set_has_no_torch() -> None:
     pinned = {
         Requirement(line.split(" ;")[0]).name.lower()
