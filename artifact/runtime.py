@@ -72,12 +72,14 @@ class ModelRuntime:
         self,
         path: Path,
         device: Literal["auto", "cuda", "cpu"] = "auto",
-        intra_op_threads: int = 1,
+        intra_op_threads: int | None = None,
         spinning: bool = False,
         card: ModelCard | None = None,
     ) -> None:
-        """``card``: the card of a model being exported (not yet embedded in the file);
-        by default the card is read from the file's metadata."""
+        """``intra_op_threads``: default, every core this process may use (the service sets
+        its own); ``card``: the card of a model being exported (not yet embedded in the
+        file) — by default the card is read from the file's metadata."""
+        intra_op_threads = intra_op_threads or available_cores()
         self.path = path
         providers = self._providers(device)
         options = ort.SessionOptions()
