@@ -100,22 +100,32 @@ def test_features(client: TestClient, direct: tuple[Preprocessor, ort.InferenceS
     np.testing.assert_allclose(unit, vector / np.linalg.norm(vector), rtol=1e-4, atol=1e-9)
 
 
-def test_multi_file_request_keeps_upload_order(client: TestClient) -> None:
+@pytest.mark.parametrize("endpoint", ["/features", "/classify?top_k=3"])
+def test_multi_file_request_keeps_upload_order(client: TestClient, endpoint: str) -> None:
+    """Every output of a shared batch goes to its own image: each result of a 5-image
+    request equals that image's result alone (features, and probabilities separately)."""
     names = ["coffee.png", "chelsea.jpg", "horse.png", "chessboard_GRAY.png", "chelsea.jpg"]
-    response = client.post("/features", files=files(*((n, image_bytes(n)) for n in names)))
+    response = client.post(endpoint, files=files(*((n, image_bytes(n)) for n in names)))
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["filename"] for r in results] == names
     single = {
-        n: client.post("/features", files=files((n, image_bytes(n)))).json()["results"][0][
-            "features"
-        ]
+        n: client.post(endpoint, files=files((n, image_bytes(n)))).json()["results"][0]
         for n in set(names)
     }
     for result in results:
-        np.testing.assert_allclose(
-            result["features"], single[result["filename"]], rtol=1e-5, atol=1e-9
-        )
+        alone = single[result["filename"]]
+        if "features" in result:
+            np.testing.assert_allclose(result["features"], alone["features"], rtol=1e-5, atol=1e-9)
+        else:
+            assert [p["index"] for p in result["predictions"]] == [
+                p["index"] for p in alone["predictions"]
+            ]
+            np.testing.assert_allclose(
+                [p["score"] for p in result["predictions"]],
+                [p["score"] for p in alone["predictions"]],
+                rtol=1e-5,
+            )
 
 
 def odd_uploads() -> list[tuple[str, bytes, int, str | None]]:
@@ -213,25 +223,48 @@ def test_api_key(exported_model: Path) -> None:
         assert secured.get("/v1/models").status_code == 401
 
 
+def metric(text: str, sample: str) -> float:
+    """The value of one Prometheus sample line (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_health_models_metrics_docs(client: TestClient) -> None:
+    """Counters and metrics move by exactly what this test's own requests did."""
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/readyz").status_code == 200
+    ok = 'xception_http_requests_total{endpoint="/classify",method="POST",status="200"}'
+    bad = 'xception_http_requests_total{endpoint="/classify",method="POST",status="400"}'
+    before_counters = client.get("/v1/models").json()["runtime"]["counters"]
+    before = client.get("/metrics").text
+    two = files(("a.jpg", image_bytes("chelsea.jpg")), ("b.png", image_bytes("coffee.png")))
+    assert client.post("/classify", files=two).status_code == 200
+    assert client.post("/classify", files=files(("x.jpg", b"\xff\xd8\xff"))).status_code == 400
     models = client.get("/v1/models").json()
     assert models["card"]["arch"] == "legacy_xception" and models["card"]["num_features"] == 2048
     runtime = models["runtime"]
     assert runtime["provider"] == "CPUExecutionProvider"
     assert runtime["batching"]["max_batch_size"] == 4
-    assert runtime["counters"]["images"] >= 1
-    text = client.get("/metrics").text
+    counters = runtime["counters"]
+    assert counters["images"] - before_counters["images"] == 2
+    assert 1 <= counters["batches"] - before_counters["batches"] <= 2
+    assert counters["queue_depth"] == 0
+    after = client.get("/metrics").text
+    assert metric(after, ok) - metric(before, ok) == 1
+    assert metric(after, bad) - metric(before, bad) == 1
+    images = "xception_images_total"
+    assert metric(after, images) - metric(before, images) == 2
+    assert metric(after, images) == counters["images"]  # one source for both exports
     for name in (
-        'xception_http_requests_total{endpoint="/classify",method="POST",status="200"}',
         "xception_http_request_duration_seconds_bucket",
         "xception_batch_size_bucket",
         "xception_queue_depth",
         'xception_rejected_total{reason="queue_full"}',
         'xception_rejected_total{reason="queue_wait"}',
     ):
-        assert name in text, name
+        assert name in after, name
     assert client.get("/docs").status_code == 200
     assert "/classify" in client.get("/openapi.json").json()["paths"]
 

@@ -20,7 +20,13 @@ from fastapi.testclient import TestClient
 from bench.loadgen import ServiceProcess, free_port
 from service.admission import AdmissionControl, Refusal, Ticket
 from service.app import create_app
-from service.batcher import BatchFailed, DeadlineExceeded, DynamicBatcher, QueueFull
+from service.batcher import (
+    BatcherClosed,
+    BatchFailed,
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+)
 from tests.service.conftest import files, image_bytes, make_settings, wait_ready
 from tests.service.test_api import assert_envelope
 
@@ -268,5 +274,68 @@ def test_admission_bounds_the_count_too() -> None:
         refused = control.admit()
         assert isinstance(refused, Refusal) and "XCEPTION_MAX_QUEUE" in refused.message
         assert batcher.stats.rejected_queue_full == 1 and batcher.stats.rejected_queue_wait == 0
+
+    asyncio.run(scenario())
+
+
+def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> None:
+    """Two requests admitted (their bodies still arriving) at a measured 1.5 s per image: a
+    third would wait 3 s, past the 1.5 s bound, and is told when the bound will hold again."""
+    settings = make_settings(exported_model, max_queue_wait_s=1.5)
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        service = app.app.state.service  # type: ignore[attr-defined]
+        service.batcher.stats.seconds_per_image = 1.5  # as if the model had slowed down
+        held = [service.admit(), service.admit()]
+        assert all(isinstance(ticket, Ticket) for ticket in held)
+        response = app.post("/classify", files=files(("cat.jpg", CAT)))
+        assert_envelope(response, 503, "overloaded")
+        # 2 images ahead × 1.5 s = 3 s; 3 − 1.5 + 1.5 (its own image) = 3 whole seconds.
+        assert response.headers["Retry-After"] == "3"
+        for ticket in held:
+            ticket.release()
+        assert app.post("/classify", files=files(("cat.jpg", CAT))).status_code == 200
+
+
+def test_capacity_is_checked_before_decoding(exported_model: Path) -> None:
+    """A request the queue cannot take is refused before its images are decoded: an
+    undecodable upload gets the 503, not the 400 that decoding it would give."""
+    from artifact.runtime import ModelRuntime
+    from service.errors import Overloaded
+    from service.inference import InferenceService, Upload
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        runtime = ModelRuntime(exported_model / "model.onnx", "cpu")
+        service = InferenceService(runtime, make_settings(exported_model, max_queue=2))
+        service.ready = True  # the batcher is not started: what is queued stays queued
+        image = np.zeros((*runtime.card.input_size, 3), dtype=np.uint8)
+        service.batcher.submit([image, image], deadline=1e18)
+        with pytest.raises(Overloaded, match="XCEPTION_MAX_QUEUE"):
+            await service.infer([Upload("broken.png", b"\x89PNG\r\n\x1a\n...")], never)
+        assert service.batcher.stats.rejected_queue_full == 1
+
+    asyncio.run(scenario())
+
+
+def test_batcher_close_runs_what_is_queued() -> None:
+    """close() is a drain: images already queued are still run and answered."""
+
+    def slow_rows(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(0.05)
+        return run_rows(images)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(slow_rows, max_batch_size=2, max_delay_s=0.0, max_queue=16)
+        batcher.start()
+        images = [np.full((2, 2, 3), i, dtype=np.uint8) for i in range(6)]
+        futures = batcher.submit(images, asyncio.get_running_loop().time() + 30)
+        await batcher.close(timeout_s=10)  # three batches still to run
+        assert [float(f.result()[0][0]) for f in futures] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        assert batcher.stats.images == 6
+        with pytest.raises(BatcherClosed):
+            batcher.submit(images[:1], asyncio.get_running_loop().time() + 30)
 
     asyncio.run(scenario())
