@@ -73,6 +73,7 @@ async def models(
             },
             "counters": {
                 "queue_depth": service.batcher.queue_depth,
+                "in_flight": service.batcher.in_flight,
                 **stats.counters(),
                 "batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())},
                 "mean_batch_size": stats.images / stats.batches if stats.batches else 0.0,

@@ -122,7 +122,10 @@ def test_fine_tuned_model_serves(tuned: Path) -> None:
 def test_features_cache_is_reused(
     tuned: Path, dataset: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    assert report(tuned)["features"]["computed"] == 90
+    """Whichever test filled the shared cache first, this model's 90 vectors are in it, and
+    an export with the same weights and preprocessing computes none of them again."""
+    cached = Path(report(tuned)["features"]["cache"])
+    assert len(list(cached.glob("*.npy"))) == 90
     train = TrainOptions(data=dataset, epochs_head=5, epochs_finetune=0, cache_dir=cache_dir)
     again = export_model(ExportOptions(out=tmp_path / "shapes" / "2", weights="none", train=train))
     assert report(tmp_path / "shapes" / "2")["features"]["computed"] == 0

@@ -85,12 +85,25 @@ def test_fp16_variant_keeps_the_io_contract(
     ).stat().st_size
 
 
+@pytest.mark.parametrize(
+    ("thresholds", "refused"),
+    [
+        (
+            {"min_top1_agreement": 1.01, "min_cosine": 0.0},
+            r"top-1 agreement with fp32 [01]\.\d{3} \(need 1\.01\)",
+        ),
+        (
+            {"min_top1_agreement": 0.0, "min_cosine": 1.01},
+            r"feature cosine mean [01]\.\d{4} \(need 1\.01\)",
+        ),
+    ],
+    ids=["agreement", "cosine"],
+)
 def test_variant_below_threshold_is_refused_and_not_published(
-    dataset: Path, tmp_path: Path
+    dataset: Path, tmp_path: Path, thresholds: dict[str, float], refused: str
 ) -> None:
+    """Each threshold is enforced on its own (1.01 cannot be met whatever the figures)."""
     out = tmp_path / "xception" / "16"
-    # 1.01 cannot be met whatever the (random-init) agreement is: this checks the refusal.
-    refused = r"--precision fp16: top-1 agreement with fp32 [01]\.\d{3} \(need 1\.01\)"
     with pytest.raises(ExportError, match=refused):
         export_model(
             ExportOptions(
@@ -99,7 +112,7 @@ def test_variant_below_threshold_is_refused_and_not_published(
                 precision="fp16",
                 calibration=dataset,
                 calibration_images=8,
-                min_top1_agreement=1.01,
+                **thresholds,  # type: ignore[arg-type]
             )
         )
     assert not out.exists()

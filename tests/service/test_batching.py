@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,11 +72,24 @@ def test_concurrent_requests_are_batched_together(server: ServiceProcess) -> Non
     assert max(int(size) for size in after["batch_sizes"]) > 1
 
 
+def counters(url: str) -> dict[str, int]:
+    counts: dict[str, int] = httpx.get(f"{url}/v1/models").json()["runtime"]["counters"]
+    return counts
+
+
+def wait_for(url: str, condition: Callable[[dict[str, int]], bool], timeout_s: float = 60) -> None:
+    """Poll the service's counters until ``condition`` holds (fails after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition(counts := counters(url)):
+        assert time.monotonic() < deadline, f"timed out; counters {counts}"
+        time.sleep(0.02)
+
+
 def test_disconnected_client_is_dropped_before_inference(server: ServiceProcess) -> None:
-    before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    before = counters(server.url)
     with ThreadPoolExecutor(max_workers=1) as pool:
         busy = pool.submit(post_cat, server.url, "/features", 8)  # keeps the model busy
-        time.sleep(0.3)
+        wait_for(server.url, lambda c: c["in_flight"] > 0)
         boundary = uuid.uuid4().hex
         parts = (
             b"".join(
@@ -95,14 +108,12 @@ def test_disconnected_client_is_dropped_before_inference(server: ServiceProcess)
         ).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(head + parts)
-            time.sleep(0.3)  # decoded and queued behind the busy request, then we hang up
+            # Decoded and queued behind the busy request (or that one is done): hang up.
+            wait_for(server.url, lambda c: c["queue_depth"] >= 8 or busy.done())
+            assert not busy.done(), "the busy request finished first: nothing left to drop"
         assert busy.result().status_code == 200
-    deadline = time.monotonic() + 30
-    while True:
-        after = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
-        if after["queue_depth"] == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    wait_for(server.url, lambda c: c["queue_depth"] == 0 and c["in_flight"] == 0)
+    after = counters(server.url)
     assert after["dropped_cancelled"] > before["dropped_cancelled"]
     assert after["images"] - before["images"] < 16
 
@@ -148,7 +159,8 @@ def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> No
         live.wait_ready()
         with ThreadPoolExecutor(max_workers=4) as pool:
             pending = [pool.submit(post_cat, live.url, "/features", 6) for _ in range(4)]
-            time.sleep(1.0)  # all four are decoded and queued or running
+            # All 24 images accepted (run, running or queued) while some are still waiting.
+            wait_for(live.url, lambda c: c["images"] + c["in_flight"] + c["queue_depth"] == 24)
             assert not all(p.done() for p in pending)
             live.process.terminate()  # SIGTERM
             responses = [p.result() for p in pending]
