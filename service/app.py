@@ -20,7 +20,7 @@ from service.inference import InferenceService
 from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
 from service.priority import lower_thread_priority
-from service.routes import inference, ops
+from service.routes import inference, ops, v2
 
 logger = logging.getLogger("service.app")
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     install_error_handlers(app)
     app.include_router(inference.router)
     app.include_router(ops.router)
+    app.include_router(v2.router)
 
     def admit(scope: Scope) -> Ticket | Refusal:
         service: InferenceService = app.state.service

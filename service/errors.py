@@ -28,6 +28,7 @@ from artifact.errors import (
 
 logger = logging.getLogger("service.errors")
 
+V2_PREFIX = "/v2"
 # A 422 names each bad parameter with an excerpt of what was sent, never the whole value.
 MAX_VALIDATION_PROBLEMS = 5
 MAX_EXCERPT_CHARS = 80
@@ -62,6 +63,15 @@ class UploadTooLarge(ServiceError):
 
 class TooManyFiles(ServiceError):
     status_code, code = 413, "too_many_files"
+
+
+class ModelNotFound(ServiceError):
+    status_code, code = 404, "model_not_found"
+
+
+class InvalidTensor(ServiceError):
+    # A v2 infer request whose tensors, shapes or datatypes do not fit the model.
+    status_code, code = 400, "invalid_tensor"
 
 
 class InvalidParameter(ServiceError):
@@ -104,11 +114,14 @@ def error_response(
     retry_after_s: int | None = None,
     *,
     close: bool = False,
+    path: str = "",
 ) -> JSONResponse:
     """The envelope as a response; 503s carry ``Retry-After``.
 
-    ``close``: answer ``Connection: close`` — for refusals sent before the body was read,
-    so the server closes the connection instead of reading the rest of the upload.
+    ``path``: the request's; under ``/v2`` the body is the Open Inference Protocol's
+    ``{"error": "message"}`` (what tritonclient reads). ``close``: answer
+    ``Connection: close`` — for refusals sent before the body was read, so the server closes
+    the connection instead of reading the rest of the upload.
     """
     headers = {}
     if retry_after_s is not None:
@@ -117,7 +130,9 @@ def error_response(
         headers["WWW-Authenticate"] = "Bearer"
     if close:
         headers["Connection"] = "close"
-    body = {"error": {"code": code, "message": message}}
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if path.startswith(V2_PREFIX):
+        body = {"error": message}  # the Open Inference Protocol's error body
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
@@ -126,24 +141,26 @@ def envelope_bytes(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.retry_after_s)
+    return error_response(
+        exc.status_code, exc.code, exc.message, exc.retry_after_s, path=request.url.path
+    )
 
 
-async def _image_error(_: Request, exc: Exception) -> JSONResponse:
+async def _image_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageError)
     status, code = IMAGE_ERRORS.get(type(exc), (400, "invalid_image"))
-    return error_response(status, code, str(exc))
+    return error_response(status, code, str(exc), path=request.url.path)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     problems = [_describe(item) for item in errors[:MAX_VALIDATION_PROBLEMS]]
     if len(errors) > MAX_VALIDATION_PROBLEMS:
         problems.append(f"and {len(errors) - MAX_VALIDATION_PROBLEMS} more")
-    return error_response(422, "invalid_parameter", "; ".join(problems))
+    return error_response(422, "invalid_parameter", "; ".join(problems), path=request.url.path)
 
 
 def _describe(item: Any) -> str:
@@ -159,15 +176,20 @@ def _describe(item: Any) -> str:
     return f"{where}: {item['msg']} (got {shown})"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(exc.status_code, code, str(exc.detail), path=request.url.path)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "unexpected server error; it has been logged")
+    return error_response(
+        500,
+        "internal_error",
+        "unexpected server error; it has been logged",
+        path=request.url.path,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

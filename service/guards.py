@@ -18,10 +18,16 @@ from service.errors import error_response
 # Open without the API key: probes, metrics scrapes and the API's own documentation.
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    | {"/v2/health/live", "/v2/health/ready"}
 )
 # Requests that carry images to the model: what admission control applies to.
 INFERENCE_PATHS = frozenset({"/classify", "/features"})
 ADMISSION_STATE_KEY = "admission_ticket"
+
+
+def is_inference_path(path: str) -> bool:
+    """``/classify``, ``/features`` and the v2 ``.../infer`` endpoints."""
+    return path in INFERENCE_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 class ApiKeyGuard:
@@ -45,6 +51,7 @@ class ApiKeyGuard:
             "unauthorized",
             "missing or wrong API key: send 'Authorization: Bearer <key>'",
             close=scope.get("method") not in ("GET", "HEAD"),
+            path=scope["path"],
         )
         await response(scope, receive, send)
 
@@ -74,7 +81,7 @@ class AdmissionGate:
         if (
             scope["type"] != "http"
             or scope.get("method") != "POST"
-            or scope["path"] not in INFERENCE_PATHS
+            or not is_inference_path(scope["path"])
         ):
             await self.app(scope, receive, send)
             return
@@ -86,6 +93,7 @@ class AdmissionGate:
                 decision.message,
                 decision.retry_after_s,
                 close=_costly_to_skip(scope),
+                path=scope["path"],
             )
             await response(scope, receive, send)
             return

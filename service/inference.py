@@ -127,32 +127,65 @@ class InferenceService:
         return self.admission.admit()
 
     async def infer(
-        self, uploads: list[Upload], client_gone: ClientGone, ticket: Ticket | None = None
+        self,
+        uploads: list[Upload],
+        client_gone: ClientGone,
+        ticket: Ticket | None = None,
+        timeout_s: float | None = None,
     ) -> list[Rows]:
         """Rows (probabilities, features) for each upload, in upload order.
 
         ``client_gone``: returns when the client disconnects (its queued images are then
-        skipped); ``ticket``: the request's admission, released once its images are queued.
+        skipped); ``ticket``: the request's admission, released once its images are queued;
+        ``timeout_s``: a tighter deadline than XCEPTION_REQUEST_TIMEOUT_S, if the client set one.
         """
-        if not self.ready:
-            raise NotReady(
-                "the model is still loading/warming up; retry shortly",
-                retry_after_s=NOT_READY_RETRY_AFTER_S,
-            )
-        if len(uploads) > self.settings.max_files:
-            raise TooManyFiles(
-                f"{len(uploads)} files in one request; the limit is {self.settings.max_files} "
-                "(XCEPTION_MAX_FILES)"
-            )
+        timeout_s = self._accept(len(uploads), timeout_s)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.request_timeout_s
-        self._check_capacity(len(uploads))  # refuse before spending decode time
+        deadline = loop.time() + timeout_s
         images = await asyncio.gather(
             *(
                 loop.run_in_executor(self._decode_pool, self.preprocess, u.data, u.filename)
                 for u in uploads
             )
         )
+        return await self._queue(images, deadline, timeout_s, client_gone, ticket)
+
+    async def infer_pixels(
+        self,
+        images: list[np.ndarray],
+        client_gone: ClientGone,
+        ticket: Ticket | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Rows]:
+        """Rows for images already at the model's input size (uint8 [H, W, 3] each)."""
+        timeout_s = self._accept(len(images), timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        return await self._queue(images, deadline, timeout_s, client_gone, ticket)
+
+    def _accept(self, count: int, timeout_s: float | None) -> float:
+        """Refuse what cannot be served before spending any decode time; the timeout to use."""
+        if not self.ready:
+            raise NotReady(
+                "the model is still loading/warming up; retry shortly",
+                retry_after_s=NOT_READY_RETRY_AFTER_S,
+            )
+        if count > self.settings.max_files:
+            raise TooManyFiles(
+                f"{count} images in one request; the limit is {self.settings.max_files} "
+                "(XCEPTION_MAX_FILES)"
+            )
+        self._check_capacity(count)
+        limit = self.settings.request_timeout_s
+        return limit if timeout_s is None else min(limit, timeout_s)
+
+    async def _queue(
+        self,
+        images: list[np.ndarray],
+        deadline: float,
+        timeout_s: float,
+        client_gone: ClientGone,
+        ticket: Ticket | None,
+    ) -> list[Rows]:
         try:
             futures = self.batcher.submit(images, deadline)
         except QueueFull as exc:
@@ -163,10 +196,14 @@ class InferenceService:
             # Queued (they count in the queue now) or refused: either way no longer arriving.
             if ticket is not None:
                 ticket.release()
-        return await self._await_rows(futures, deadline, client_gone)
+        return await self._await_rows(futures, deadline, timeout_s, client_gone)
 
     async def _await_rows(
-        self, futures: list[asyncio.Future[Rows]], deadline: float, client_gone: ClientGone
+        self,
+        futures: list[asyncio.Future[Rows]],
+        deadline: float,
+        timeout_s: float,
+        client_gone: ClientGone,
     ) -> list[Rows]:
         loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
@@ -196,11 +233,11 @@ class InferenceService:
                     retry_after_s=1,
                 )
             raise RequestTimeout(
-                f"no result within {self.settings.request_timeout_s:g}s "
-                "(XCEPTION_REQUEST_TIMEOUT_S); the service is busy, retry later"
+                f"no result within {timeout_s:g}s (XCEPTION_REQUEST_TIMEOUT_S or the request's "
+                "own timeout); the service is busy, retry later"
             )
         except DeadlineExceeded as exc:
-            raise RequestTimeout(f"{exc} ({self.settings.request_timeout_s:g}s)") from exc
+            raise RequestTimeout(f"{exc} ({timeout_s:g}s)") from exc
         except BatchFailed as exc:
             raise InferenceFailed(f"inference failed for this batch: {exc}") from exc
         except BatcherClosed as exc:

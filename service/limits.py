@@ -62,7 +62,8 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers") or []:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._too_large(value.decode("latin-1"))(scope, receive, send)
+                answer = self._too_large(value.decode("latin-1"), scope["path"])
+                await answer(scope, receive, send)
                 return
         received = 0
 
@@ -73,12 +74,13 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # The rest of the body is never read: the connection is closed.
-                    raise _BodyCutOff(self._too_large(f"more than {received:,}", close=True))
+                    too_large = self._too_large(f"more than {received:,}", scope["path"], True)
+                    raise _BodyCutOff(too_large)
             return message
 
         await _answer_cut_offs(self.app, scope, counting_receive, receive, send)
 
-    def _too_large(self, size: str, close: bool = False) -> Response:
+    def _too_large(self, size: str, path: str, close: bool = False) -> Response:
         limit_mb = self.max_bytes / (1024 * 1024)
         return error_response(
             413,
@@ -86,6 +88,7 @@ class BodySizeLimit:
             f"request body of {size} bytes exceeds the limit of {self.max_bytes:,} bytes "
             f"({limit_mb:g} MB, XCEPTION_MAX_UPLOAD_MB); send fewer or smaller files",
             close=close,
+            path=path,
         )
 
 
@@ -133,16 +136,16 @@ class BodyDeadline:
             nonlocal body_done
             if body_done:
                 return await receive()
-            message = await self._receive_before(receive, deadline)
+            message = await self._receive_before(receive, deadline, scope["path"])
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
 
         await _answer_cut_offs(self.app, scope, timed_receive, receive, send)
 
-    async def _receive_before(self, receive: Receive, deadline: float) -> Message:
+    async def _receive_before(self, receive: Receive, deadline: float, path: str) -> Message:
         if self.drain.draining:
-            raise _BodyCutOff(self._shutting_down())
+            raise _BodyCutOff(self._shutting_down(path))
         loop = asyncio.get_running_loop()
         arrival = asyncio.ensure_future(receive())
         drain = asyncio.ensure_future(self.drain.event.wait())
@@ -157,7 +160,7 @@ class BodyDeadline:
         if arrival.done() and not arrival.cancelled():
             return arrival.result()
         if self.drain.draining:
-            raise _BodyCutOff(self._shutting_down())
+            raise _BodyCutOff(self._shutting_down(path))
         raise _BodyCutOff(
             error_response(
                 408,
@@ -165,15 +168,17 @@ class BodyDeadline:
                 f"the request body did not arrive within {self.timeout_s:g}s "
                 "(XCEPTION_BODY_TIMEOUT_S); the connection is closed",
                 close=True,
+                path=path,
             )
         )
 
     @staticmethod
-    def _shutting_down() -> Response:
+    def _shutting_down(path: str) -> Response:
         return error_response(
             503,
             "shutting_down",
             "the server is shutting down and stopped reading uploads; retry on another replica",
             retry_after_s=1,
             close=True,
+            path=path,
         )

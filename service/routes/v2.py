@@ -1,0 +1,88 @@
+"""Open Inference Protocol (KServe v2) REST endpoints: what Triton's and KServe's clients call.
+
+The work is in :mod:`service.v2_handler`; errors under ``/v2`` use the protocol's
+``{"error": "message"}`` body (``service.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from service.deps import CallerDep, ServiceDep
+from service.errors import NotReady
+from service.inference import NOT_READY_RETRY_AFTER_S
+from service.v2_codec import HEADER_LENGTH
+from service.v2_handler import check_model, infer, model_metadata
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
+EXTENSIONS = ["binary_tensor_data", "classification"]
+VERSION = "0.1.0"  # the package version (pyproject.toml)
+
+
+def _ready(service: ServiceDep) -> None:
+    if not service.ready:
+        raise NotReady(
+            "the model is not loaded and warmed up yet", retry_after_s=NOT_READY_RETRY_AFTER_S
+        )
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """Server name, version and protocol extensions."""
+    return {"name": "xception-service", "version": VERSION, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live")
+async def live() -> dict[str, Any]:
+    """200 while the process is alive."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(service: ServiceDep) -> dict[str, Any]:
+    """200 once the model is warm; 503 before and while draining."""
+    _ready(service)
+    return {"ready": True}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def metadata(service: ServiceDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """Inputs and outputs with datatypes and shapes (-1: the batch axis)."""
+    check_model(service.card, name, version)
+    return model_metadata(service.card)
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """200 when this model is ready to infer."""
+    check_model(service.card, name, version)
+    _ready(service)
+    return {"name": name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer_endpoint(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    name: str,
+    version: str | None = None,
+) -> Response:
+    """JSON tensors or the binary tensor extension; see service.v2_handler for the tensors."""
+    check_model(service.card, name, version)
+    body = await request.body()
+    content, header_length = await infer(
+        service, body, request.headers.get(HEADER_LENGTH), caller.gone, caller.ticket
+    )
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )

@@ -1,0 +1,128 @@
+"""The Open Inference Protocol (KServe v2) on our model: metadata, and infer on the batcher.
+
+Inputs, one of: ``image`` UINT8 [N, H, W, 3] (pixels already at the card's input size: exactly
+the ONNX input) or ``image_bytes`` BYTES [N] (encoded files, decoded and preprocessed like an
+upload to ``/classify``). Outputs: ``probabilities`` FP32 [N, C] and ``features`` FP32 [N, D],
+or, with the classification extension, BYTES [N, k] of ``"score:index:label"``. Requests of
+every protocol share the same batcher, limits and deadlines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from service.batcher import Rows
+from service.errors import InvalidTensor, ModelNotFound
+from service.inference import ClientGone, InferenceService, Upload
+from service.v2_codec import InferRequest, ProtocolError, Tensor, encode_response, parse_request
+
+BYTES_INPUT = "image_bytes"
+PLATFORM = "onnx_onnxv1"
+
+
+def check_model(card: ModelCard, name: str, version: str | None) -> None:
+    """404 unless ``name`` (and ``version``, when given) is the model served."""
+    if name != card.name or (version is not None and version != card.version):
+        asked = name if version is None else f"{name} version {version}"
+        raise ModelNotFound(
+            f"unknown model {asked!r}; this server serves {card.name!r} version {card.version!r}"
+        )
+
+
+def model_metadata(card: ModelCard) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the inputs and outputs, with -1 for the batch axis."""
+    height, width = card.input_size
+    return {
+        "name": card.name,
+        "versions": [card.version],
+        "platform": PLATFORM,
+        "inputs": [
+            {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, height, width, 3]},
+            {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]},
+        ],
+        "outputs": [
+            {"name": OUTPUT_NAMES[0], "datatype": "FP32", "shape": [-1, card.num_classes]},
+            {"name": OUTPUT_NAMES[1], "datatype": "FP32", "shape": [-1, card.num_features]},
+        ],
+    }
+
+
+async def infer(
+    service: InferenceService,
+    body: bytes,
+    header_length: str | None,
+    client_gone: ClientGone,
+    ticket: Any,
+) -> tuple[bytes, int | None]:
+    """A v2 infer request → (response body, JSON header length when outputs are binary)."""
+    try:
+        request = parse_request(body, header_length)
+    except ProtocolError as exc:
+        raise InvalidTensor(str(exc)) from exc
+    card = service.card
+    wanted = _requested(request, card)
+    if set(request.inputs) == {INPUT_NAME}:
+        images = _pixels(request.inputs[INPUT_NAME], card)
+        rows = await service.infer_pixels(images, client_gone, ticket, request.timeout_s)
+    elif set(request.inputs) == {BYTES_INPUT}:
+        tensor = request.inputs[BYTES_INPUT]
+        if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
+            raise InvalidTensor(f"input {BYTES_INPUT!r} must be BYTES of shape [N]")
+        uploads = [Upload(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.values)]
+        rows = await service.infer(uploads, client_gone, ticket, request.timeout_s)
+    else:
+        raise InvalidTensor(
+            f"inputs {sorted(request.inputs)}: send exactly one of {INPUT_NAME!r} (UINT8 "
+            f"[N, H, W, 3]) or {BYTES_INPUT!r} (BYTES [N])"
+        )
+    header: dict[str, Any] = {"model_name": card.name, "model_version": card.version}
+    if request.id is not None:
+        header["id"] = request.id
+    return encode_response(header, [(_output(name, k, rows, card), b) for name, k, b in wanted])
+
+
+def _requested(request: InferRequest, card: ModelCard) -> list[tuple[str, int, bool]]:
+    """(output name, classification k, binary) for each output to return."""
+    if not request.outputs:
+        return [(name, 0, request.binary_outputs) for name in OUTPUT_NAMES]
+    wanted = []
+    for output in request.outputs:
+        if output.name not in OUTPUT_NAMES:
+            raise InvalidTensor(f"unknown output {output.name!r}; outputs: {list(OUTPUT_NAMES)}")
+        if output.classification and output.name != OUTPUT_NAMES[0]:
+            raise InvalidTensor(f"classification applies to {OUTPUT_NAMES[0]!r} only")
+        if output.classification > card.num_classes:
+            raise InvalidTensor(
+                f"classification {output.classification} exceeds the {card.num_classes} classes"
+            )
+        wanted.append((output.name, output.classification, output.binary))
+    return wanted
+
+
+def _pixels(tensor: Tensor, card: ModelCard) -> list[np.ndarray]:
+    height, width = card.input_size
+    if tensor.datatype != "UINT8" or tensor.shape[1:] != (height, width, 3):
+        raise InvalidTensor(
+            f"input {INPUT_NAME!r} must be UINT8 [N, {height}, {width}, 3] (pixels resized as "
+            f"the model card says), got {tensor.datatype} {list(tensor.shape)}"
+        )
+    array = np.asarray(tensor.values).reshape(tensor.shape)
+    return list(array)
+
+
+def _output(name: str, k: int, rows: list[Rows], card: ModelCard) -> Tensor:
+    if name == OUTPUT_NAMES[1]:
+        features = np.stack([r.features for r in rows]).astype(np.float32)
+        return Tensor(name, "FP32", features.shape, features)
+    probabilities = np.stack([r.probabilities for r in rows]).astype(np.float32)
+    if not k:
+        return Tensor(name, "FP32", probabilities.shape, probabilities)
+    # Triton's classification extension: "score:index:label", best first.
+    strings = []
+    for row in probabilities:
+        for index in np.argsort(-row, kind="stable")[:k]:
+            strings.append(f"{row[index]:f}:{index}:{card.labels[index]}".encode())
+    return Tensor(name, "BYTES", (len(rows), k), strings)

@@ -1,0 +1,181 @@
+"""The Open Inference Protocol (KServe v2) with the real ``tritonclient``, over ``xception-serve``.
+
+No protocol code on the test side: tritonclient builds the JSON and binary requests and reads
+the answers; every figure is compared with what ``/classify`` and ``/features`` answer for the
+same images over the same server.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
+from bench.loadgen import ServiceProcess
+from tests.service.conftest import files, image_bytes
+
+NAMES = ("chelsea.jpg", "coffee.png", "horse.png")
+
+
+@pytest.fixture(scope="module")
+def server(exported_model: Path) -> Iterator[ServiceProcess]:
+    settings = {"device": "cpu", "max_batch_size": 8, "max_batch_delay_ms": 20,
+                "max_queue_wait_s": 60}  # fmt: skip
+    live = ServiceProcess(exported_model, settings)
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServiceProcess) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(f"127.0.0.1:{server.port}", concurrency=16)
+
+
+@pytest.fixture(scope="module")
+def expected(server: ServiceProcess) -> dict[str, dict]:
+    """/features and /classify (top 5) for each image: the reference answers."""
+    upload = files(*((n, image_bytes(n)) for n in NAMES))
+    features = httpx.post(f"{server.url}/features", files=upload, timeout=120).json()
+    classify = httpx.post(f"{server.url}/classify?top_k=5", files=upload, timeout=120).json()
+    return {
+        name: {"features": np.array(f["features"]), "top": c["predictions"]}
+        for name, f, c in zip(NAMES, features["results"], classify["results"], strict=True)
+    }
+
+
+def card(exported_model: Path) -> ModelCard:
+    return ModelCard.model_validate_json((exported_model / "model.json").read_text())
+
+
+def bytes_input(binary: bool) -> triton.InferInput:
+    data = [image_bytes(n) if binary else base64.b64encode(image_bytes(n)) for n in NAMES]
+    tensor = triton.InferInput("image_bytes", [len(NAMES)], "BYTES")
+    tensor.set_data_from_numpy(np.array(data, dtype=np.object_), binary_data=binary)
+    return tensor
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient, exported_model: Path) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("xception") and client.is_model_ready("xception", "1")
+    assert not client.is_model_ready("xception", "2")
+    server = client.get_server_metadata()
+    assert {"binary_tensor_data", "classification"} <= set(server["extensions"])
+    meta = client.get_model_metadata("xception")
+    assert meta["platform"] == "onnx_onnxv1" and meta["versions"] == ["1"]
+    shapes = {t["name"]: (t["datatype"], t["shape"]) for t in meta["inputs"] + meta["outputs"]}
+    assert shapes == {
+        "image": ("UINT8", [-1, 299, 299, 3]),
+        "image_bytes": ("BYTES", [-1]),
+        "probabilities": ("FP32", [-1, card(exported_model).num_classes]),
+        "features": ("FP32", [-1, 2048]),
+    }
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_image_bytes_equal_the_multipart_answers(
+    client: triton.InferenceServerClient, expected: dict[str, dict], binary: bool
+) -> None:
+    outputs = [
+        triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=5),
+        triton.InferRequestedOutput("features", binary_data=binary),
+    ]
+    result = client.infer("xception", [bytes_input(binary)], outputs=outputs, request_id="r-1")
+    assert result.get_response()["id"] == "r-1"
+    features = result.as_numpy("features")
+    classes = result.as_numpy("probabilities")
+    assert features.shape == (3, 2048) and classes.shape == (3, 5)
+    for name, vector, row in zip(NAMES, features, classes, strict=True):
+        np.testing.assert_allclose(vector, expected[name]["features"], rtol=1e-5, atol=1e-6)
+        entries = [(e.decode() if isinstance(e, bytes) else e).split(":", 2) for e in row]
+        for (score, index, label), want in zip(entries, expected[name]["top"], strict=True):
+            assert (int(index), label) == (want["index"], want["label"])
+            assert abs(float(score) - want["score"]) <= 1e-5
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_pixels_equal_the_uploads(
+    client: triton.InferenceServerClient,
+    expected: dict[str, dict],
+    exported_model: Path,
+    binary: bool,
+) -> None:
+    """The ``image`` input is the ONNX input: pixels preprocessed as the card says."""
+    preprocess = Preprocessor.for_card(card(exported_model), 40_000_000)
+    pixels = np.stack([preprocess(image_bytes(n), n) for n in NAMES])
+    tensor = triton.InferInput("image", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels, binary_data=binary)
+    # No outputs named: tritonclient asks for all of them, in binary.
+    outputs = (
+        None
+        if binary
+        else [
+            triton.InferRequestedOutput(name, binary_data=False)
+            for name in ("probabilities", "features")
+        ]
+    )
+    result = client.infer("xception", [tensor], outputs=outputs)
+    for name, vector in zip(NAMES, result.as_numpy("features"), strict=True):
+        np.testing.assert_allclose(vector, expected[name]["features"], rtol=1e-5, atol=1e-6)
+    assert result.as_numpy("probabilities").shape == (3, card(exported_model).num_classes)
+
+
+def test_concurrent_requests_share_batches(
+    client: triton.InferenceServerClient, server: ServiceProcess, expected: dict[str, dict]
+) -> None:
+    before = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    tensor = triton.InferInput("image_bytes", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([image_bytes("chelsea.jpg")], dtype=np.object_))
+    pending = [client.async_infer("xception", [tensor]) for _ in range(16)]
+    for request in pending:
+        np.testing.assert_allclose(
+            request.get_result().as_numpy("features")[0],
+            expected["chelsea.jpg"]["features"],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    after = httpx.get(f"{server.url}/v1/models").json()["runtime"]["counters"]
+    assert after["images"] - before["images"] == 16
+    assert after["batches"] - before["batches"] < 16  # some batch held more than one request
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "datatype", "message"),
+    [
+        ("xception", [1, 10, 10, 3], "UINT8", "must be UINT8 [N, 299, 299, 3]"),
+        ("xception", [1, 299, 299, 3], "FP32", "must be UINT8 [N, 299, 299, 3]"),
+        ("resnet", [1, 299, 299, 3], "UINT8", "unknown model 'resnet'"),
+    ],
+    ids=["shape", "datatype", "model"],
+)
+def test_bad_requests_raise_the_protocol_error(
+    client: triton.InferenceServerClient, model: str, shape: list[int], datatype: str, message: str
+) -> None:
+    tensor = triton.InferInput("image", shape, datatype)
+    dtype = np.uint8 if datatype == "UINT8" else np.float32
+    tensor.set_data_from_numpy(np.zeros(shape, dtype=dtype))
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer(model, [tensor])
+    assert message in raised.value.message()
+    assert raised.value.status() == ("404" if model != "xception" else "400")
+
+
+def test_undecodable_bytes_and_bad_base64(client: triton.InferenceServerClient) -> None:
+    broken = triton.InferInput("image_bytes", [1], "BYTES")
+    broken.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="image_bytes\\[0\\]: not an image"):
+        client.infer("xception", [broken])
+    text = triton.InferInput("image_bytes", [1], "BYTES")
+    text.set_data_from_numpy(np.array(["%%% not base64"], dtype=np.object_), binary_data=False)
+    with pytest.raises(InferenceServerException, match="element 0: not valid base64"):
+        client.infer("xception", [text])
