@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, File, Request, UploadFile
+from fastapi import Depends, Query, Request
 
 from service.admission import Ticket
 from service.config import Settings
 from service.guards import ADMISSION_STATE_KEY
-from service.inference import ClientGone, InferenceService, Upload
+from service.inference import ClientGone, InferenceService
+from service.uploads import Upload, read_uploads
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,17 @@ def get_caller(request: Request) -> Caller:
     return Caller(gone=gone, ticket=ticket)
 
 
-async def read_uploads(
-    file: Annotated[list[UploadFile], File(description="one or more images")],
+async def get_uploads(
+    request: Request,
+    filename: Annotated[
+        str | None, Query(description="the image's name, for a raw image body")
+    ] = None,
 ) -> list[Upload]:
-    """The ``file`` parts' bytes (the body size limit was enforced while they arrived)."""
-    return [Upload(filename=f.filename or "", data=await f.read()) for f in file]
+    """The request's images: multipart parts, a raw image body, or JSON base64 (see
+    service.uploads); the body size limit was enforced while they arrived."""
+    return await read_uploads(request, filename)
 
 
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
-UploadsDep = Annotated[list[Upload], Depends(read_uploads)]
+UploadsDep = Annotated[list[Upload], Depends(get_uploads)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -65,6 +65,15 @@ class TooManyFiles(ServiceError):
     status_code, code = 413, "too_many_files"
 
 
+class BadImageReference(ServiceError):
+    # Malformed base64, a data URI without ;base64, a URL the server will not fetch.
+    status_code, code = 400, "invalid_image_reference"
+
+
+class UnsupportedContentType(ServiceError):
+    status_code, code = 415, "unsupported_media_type"
+
+
 class ModelNotFound(ServiceError):
     status_code, code = 404, "model_not_found"
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,18 +39,13 @@ from service.errors import (
     TooManyFiles,
 )
 from service.limits import DrainSignal
+from service.uploads import Upload
 
 logger = logging.getLogger("service.inference")
 
 NOT_READY_RETRY_AFTER_S = 5
 # Returns once the client has disconnected (awaited beside the result, never alone).
 ClientGone = Callable[[], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    data: bytes
 
 
 class InferenceService:

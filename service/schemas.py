@@ -58,3 +58,43 @@ class ModelsResponse(BaseModel):
 
     card: dict[str, Any]
     runtime: dict[str, Any]
+
+
+# /classify and /features accept three kinds of body (service.uploads); FastAPI cannot infer
+# that from a dependency that reads the request itself, so the OpenAPI document says it here.
+IMAGES_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "data": {"type": "string", "description": "base64 or data URI"},
+                                    "filename": {"type": "string"},
+                                },
+                                "required": ["data"],
+                            },
+                        }
+                    },
+                    "required": ["images"],
+                }
+            },
+        },
+    }
+}

@@ -9,14 +9,14 @@ Nothing here knows about the model; :mod:`service.routes.v2` does the inference.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from service.image_sources import SourceError, decode_base64
 
 HEADER_LENGTH = "inference-header-content-length"
 # The datatypes we read and write, and their NumPy types (BYTES: Python bytes objects).
@@ -166,11 +166,10 @@ def _decode_base64(name: str, index: int, value: Any) -> bytes:
     """JSON cannot carry raw bytes: BYTES elements in JSON are base64 (or a data: URI)."""
     if not isinstance(value, str):
         raise ProtocolError(f"input {name!r} element {index}: expected a base64 string")
-    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ProtocolError(f"input {name!r} element {index}: not valid base64") from exc
+        return decode_base64(value, f"input {name!r} element {index}")
+    except SourceError as exc:
+        raise ProtocolError(str(exc)) from exc
 
 
 def _numpy_type(name: str, datatype: str) -> Any:

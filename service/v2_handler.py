@@ -16,7 +16,8 @@ import numpy as np
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from service.batcher import Rows
 from service.errors import InvalidTensor, ModelNotFound
-from service.inference import ClientGone, InferenceService, Upload
+from service.inference import ClientGone, InferenceService
+from service.uploads import Upload
 from service.v2_codec import InferRequest, ProtocolError, Tensor, encode_response, parse_request
 
 BYTES_INPUT = "image_bytes"

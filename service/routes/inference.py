@@ -10,6 +10,7 @@ from service.deps import CallerDep, ServiceDep, UploadsDep
 from service.errors import InvalidParameter
 from service.inference import l2_normalize, top_k
 from service.schemas import (
+    IMAGES_REQUEST_BODY,
     ClassifyResponse,
     ClassifyResult,
     ErrorResponse,
@@ -28,7 +29,7 @@ router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
 DEFAULT_TOP_K = 5
 
 
-@router.post("/classify", response_model=ClassifyResponse)
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
 async def classify(
     caller: CallerDep,
     service: ServiceDep,
@@ -60,7 +61,7 @@ async def classify(
     )
 
 
-@router.post("/features", response_model=FeaturesResponse)
+@router.post("/features", response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
 async def features(
     caller: CallerDep,
     service: ServiceDep,

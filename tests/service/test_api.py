@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 from collections.abc import Iterator
@@ -174,7 +175,11 @@ def test_odd_inputs_get_200_or_a_clear_4xx(
 
 def test_request_without_file_part(client: TestClient) -> None:
     assert_envelope(client.post("/classify"), 422, "invalid_parameter")
-    assert_envelope(client.post("/classify", data={"other": "x"}), 422, "invalid_parameter")
+    other = client.post("/classify", files=[("other", ("a.jpg", image_bytes("chelsea.jpg")))])
+    assert_envelope(other, 422, "invalid_parameter")
+    assert "no part named 'file'" in other.json()["error"]["message"]
+    form = client.post("/classify", data={"other": "x"})  # urlencoded: cannot carry files
+    assert_envelope(form, 415, "unsupported_media_type")
 
 
 def test_too_many_files(client: TestClient) -> None:
@@ -282,12 +287,66 @@ def test_many_thin_images_in_one_request_are_refused_quickly(client: TestClient)
 
 
 def test_validation_errors_never_echo_the_upload(client: TestClient) -> None:
-    # Text fields named "file" (not file parts; each under the form parser's 1 MB part limit):
-    # the 422 names them with a short excerpt each, never the submitted values.
+    # A urlencoded form cannot carry files: refused by its type, none of it echoed.
     response = client.post("/classify", data={"file": "A" * 900_000})
-    assert_envelope(response, 422, "invalid_parameter")
+    assert_envelope(response, 415, "unsupported_media_type")
     assert len(response.content) < 1000
-    assert "900,002 characters" in response.json()["error"]["message"]
-    many = client.post("/classify", data={"file": ["x" * 1000] * 40})
+    # Multipart text fields named "file" (not file parts): 422, none of the values echoed.
+    many = client.post("/classify", files=[("file", (None, "x" * 1000))] * 40)
     assert_envelope(many, 422, "invalid_parameter")
-    assert len(many.content) < 2000 and "more" in many.json()["error"]["message"]
+    assert len(many.content) < 1000 and "xxxx" not in many.text
+    # A bad query parameter is named with an 80-character excerpt of what was sent.
+    cat = files(("cat.jpg", image_bytes("chelsea.jpg")))
+    long = client.post("/classify", params={"top_k": "k" * 5000}, files=cat)
+    assert_envelope(long, 422, "invalid_parameter")
+    assert len(long.content) < 1000 and "5,002 characters" in long.json()["error"]["message"]
+
+
+def test_raw_and_json_base64_bodies_equal_multipart(client: TestClient) -> None:
+    """The same file as a raw body or as base64 in JSON gets the multipart answer."""
+    cat = image_bytes("chelsea.jpg")
+    multipart = client.post("/features", files=files(("cat.jpg", cat))).json()["results"][0]
+    raw = client.post(
+        "/features?filename=cat.jpg", content=cat, headers={"content-type": "image/jpeg"}
+    )
+    octets = client.post(
+        "/features", content=cat, headers={"content-type": "application/octet-stream"}
+    )
+    encoded = base64.b64encode(cat).decode()
+    as_json = client.post(
+        "/features",
+        json={"images": [{"data": encoded, "filename": "cat.jpg"},
+                         {"data": f"data:image/jpeg;base64,{encoded}"}]},
+    )  # fmt: skip
+    assert raw.status_code == octets.status_code == as_json.status_code == 200
+    results = [raw.json()["results"][0], octets.json()["results"][0], *as_json.json()["results"]]
+    assert [r["filename"] for r in results] == ["cat.jpg", "upload", "cat.jpg", "images[1]"]
+    for result in results:
+        np.testing.assert_allclose(result["features"], multipart["features"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "fragment"),
+    [
+        ({"images": [{"data": "%%%not base64"}]}, 400, "invalid_image_reference", "images[0]"),
+        ({"images": [{"data": "data:text/plain;base64,aGVsbG8="}]}, 415, "unsupported_media_type",
+         "is not an image"),
+        ({"images": [{"data": base64.b64encode(b"hello").decode()}]}, 415,
+         "unsupported_media_type", "not an image format"),
+        ({"images": []}, 422, "invalid_parameter", "images"),
+        ({"pictures": []}, 422, "invalid_parameter", "images"),
+    ],
+    ids=["bad-base64", "text-data-uri", "not-an-image", "empty", "wrong-key"],
+)  # fmt: skip
+def test_bad_json_images_get_a_clear_4xx(
+    client: TestClient, body: dict, status: int, code: str, fragment: str
+) -> None:
+    response = client.post("/classify", json=body)
+    assert_envelope(response, status, code)
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_unknown_body_type_is_415(client: TestClient) -> None:
+    response = client.post("/classify", content=b"hi", headers={"content-type": "text/plain"})
+    assert_envelope(response, 415, "unsupported_media_type")
+    assert "multipart/form-data" in response.json()["error"]["message"]

@@ -1,0 +1,87 @@
+"""The images of a ``/classify`` or ``/features`` request, whichever way they were sent.
+
+- ``multipart/form-data``: one or more parts named ``file`` (the original API);
+- a raw body, ``Content-Type: image/*`` or ``application/octet-stream``: one image, named by
+  the ``filename`` query parameter (default ``upload``);
+- ``application/json``: ``{"images": [{"data": "<base64 or data URI>", "filename": "…"}]}``.
+
+Every way goes through the same limits afterwards (body size before, files and pixels after).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from service.errors import (
+    BadImageReference,
+    InvalidParameter,
+    ServiceError,
+    UnsupportedContentType,
+    UploadTooLarge,
+)
+from service.image_sources import SourceError, decode_base64
+
+HOW_TO_SEND = (
+    "send multipart/form-data parts named 'file', one raw image (Content-Type: image/*), "
+    'or JSON {"images": [{"data": "<base64>", "filename": "…"}]}'
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+class JsonImage(BaseModel):
+    data: str = Field(description="base64 of the image file, or a data:image/…;base64, URI")
+    filename: str | None = None
+
+
+class JsonImages(BaseModel):
+    images: list[JsonImage] = Field(min_length=1)
+
+
+async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
+    """The request's images, in order; a 4xx naming the problem when there are none."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        form = await request.form()
+        parts = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
+        if not parts:
+            raise InvalidParameter(f"file: no part named 'file' in the form; {HOW_TO_SEND}")
+        return [Upload(part.filename or "", await part.read()) for part in parts]
+    if media.startswith("image/") or media == "application/octet-stream":
+        return [Upload(filename or "upload", await request.body())]
+    if media == "application/json":
+        return _json_images(await request.body())
+    if not media:
+        raise InvalidParameter(f"no Content-Type and no images; {HOW_TO_SEND}")
+    raise UnsupportedContentType(f"Content-Type {media!r} is not accepted here; {HOW_TO_SEND}")
+
+
+def _json_images(body: bytes) -> list[Upload]:
+    try:
+        parsed = JsonImages.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidParameter(f"JSON body, {where}: {first['msg']}; {HOW_TO_SEND}") from exc
+    uploads = []
+    for index, item in enumerate(parsed.images):
+        name = item.filename or f"images[{index}]"
+        try:
+            uploads.append(Upload(name, decode_base64(item.data, f"images[{index}] ({name})")))
+        except SourceError as exc:
+            raise source_error(exc) from exc
+    return uploads
+
+
+def source_error(exc: SourceError) -> ServiceError:
+    """The HTTP answer for an unusable image reference."""
+    kind = {413: UploadTooLarge, 415: UnsupportedContentType}.get(exc.status_code)
+    return (kind or BadImageReference)(str(exc))
