@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artifact.layout import MODEL_FILE, model_file
 from artifact.runtime import available_cores
+from service.image_sources import UrlPolicy
 
 ENV_PREFIX = "XCEPTION_"
 # XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     # SIGTERM: stop accepting, cut off uploads still arriving, finish the rest within this
     # (below Kubernetes' default 30 s grace period).
     drain_timeout_s: float = Field(20.0, gt=0.0)
+    # /v1/embeddings may fetch image URLs from these hosts only (comma-separated; empty: never).
+    url_hosts: str = Field("", description="hosts image URLs may be fetched from")
+    url_timeout_s: float = Field(5.0, gt=0.0, description="to fetch one image URL")
     api_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -96,6 +100,12 @@ class Settings(BaseSettings):
     def model_file(self) -> Path:
         """The ``model.onnx`` to load."""
         return model_file(self.model)
+
+    @property
+    def url_policy(self) -> UrlPolicy:
+        """Where, how big and how long image URLs may be fetched from."""
+        hosts = frozenset(h.strip().lower() for h in self.url_hosts.split(",") if h.strip())
+        return UrlPolicy(hosts, self.max_upload_bytes, self.url_timeout_s)
 
     @property
     def max_upload_bytes(self) -> int:

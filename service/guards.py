@@ -21,7 +21,7 @@ PUBLIC_PATHS = frozenset(
     | {"/v2/health/live", "/v2/health/ready"}
 )
 # Requests that carry images to the model: what admission control applies to.
-INFERENCE_PATHS = frozenset({"/classify", "/features"})
+INFERENCE_PATHS = frozenset({"/classify", "/features", "/v1/embeddings"})
 ADMISSION_STATE_KEY = "admission_ticket"
 
 

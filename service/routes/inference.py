@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from service.deps import CallerDep, ServiceDep, UploadsDep
+from service.config import Settings
+from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings
+from service.embeddings import EmbeddingsRequest, embed
 from service.errors import InvalidParameter
 from service.inference import l2_normalize, top_k
 from service.schemas import (
@@ -81,3 +83,14 @@ async def features(
             for upload, (_, vector) in zip(uploads, rows, strict=True)
         ],
     )
+
+
+@router.post("/v1/embeddings")
+async def embeddings(
+    body: EmbeddingsRequest,
+    caller: CallerDep,
+    service: ServiceDep,
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> dict[str, Any]:
+    """OpenAI-style image embeddings (L2-normalised pooled features); see service.embeddings."""
+    return await embed(service, body, settings.url_policy, caller.gone, caller.ticket)
