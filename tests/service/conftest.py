@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.loadgen import ServiceProcess
 from service.app import create_app
 from service.config import Settings
 
@@ -53,3 +55,14 @@ def client(exported_model: Path) -> Iterator[TestClient]:
 def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, io.BytesIO, str]]]:
     """httpx multipart ``files=`` for several parts all named ``file``."""
     return [("file", (name, io.BytesIO(data), "application/octet-stream")) for name, data in named]
+
+
+@contextmanager
+def live_service(model: Path, settings: Mapping[str, object]) -> Iterator[ServiceProcess]:
+    """An ``xception-serve`` process on a free loopback port, warm; stopped afterwards."""
+    live = ServiceProcess(model, settings)
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()

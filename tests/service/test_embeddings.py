@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from bench.loadgen import ServiceProcess
-from tests.service.conftest import files, image_bytes
+from tests.service.conftest import files, image_bytes, live_service
 
 NAMES = ("chelsea.jpg", "coffee.png")
 MIME = {"jpg": "image/jpeg", "png": "image/png"}
@@ -46,14 +46,9 @@ def images_host() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(exported_model: Path, images_host: str) -> Iterator[ServiceProcess]:
-    live = ServiceProcess(
-        exported_model, {"device": "cpu", "url_hosts": "127.0.0.1", "max_queue_wait_s": 60}
-    )
-    try:
-        live.wait_ready()
+    settings = {"device": "cpu", "url_hosts": "127.0.0.1", "max_queue_wait_s": 60}
+    with live_service(exported_model, settings) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from artifact.card import ModelCard
 from artifact.preprocess import Preprocessor
 from bench.loadgen import ServiceProcess
-from tests.service.conftest import files, image_bytes
+from tests.service.conftest import files, image_bytes, live_service
 
 NAMES = ("chelsea.jpg", "coffee.png", "horse.png")
 
@@ -29,12 +29,8 @@ NAMES = ("chelsea.jpg", "coffee.png", "horse.png")
 def server(exported_model: Path) -> Iterator[ServiceProcess]:
     settings = {"device": "cpu", "max_batch_size": 8, "max_batch_delay_ms": 20,
                 "max_queue_wait_s": 60}  # fmt: skip
-    live = ServiceProcess(exported_model, settings)
-    try:
-        live.wait_ready()
+    with live_service(exported_model, settings) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
