@@ -46,12 +46,10 @@ class ServiceProcess:
     def __init__(self, model: Path, settings: Mapping[str, object]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **{f"XCEPTION_{k.upper()}": str(v) for k, v in settings.items()}}
+        env = {**os.environ, "XCEPTION_LOG_LEVEL": "warning"}  # settings may override it
+        env.update({f"XCEPTION_{k.upper()}": str(v) for k, v in settings.items()})
         env.update(
-            XCEPTION_MODEL=str(model),
-            XCEPTION_HOST="127.0.0.1",
-            XCEPTION_PORT=str(self.port),
-            XCEPTION_LOG_LEVEL="warning",
+            XCEPTION_MODEL=str(model), XCEPTION_HOST="127.0.0.1", XCEPTION_PORT=str(self.port)
         )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service"],

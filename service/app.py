@@ -21,6 +21,7 @@ from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
 from service.priority import lower_thread_priority
 from service.routes import inference, ops, v2
+from service.tracing import RequestIdMiddleware
 
 logger = logging.getLogger("service.app")
 
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         service: InferenceService = app.state.service
         return service.admit()
 
-    # add_middleware wraps: the last added runs first. Order of a request: metrics (sees
+    # add_middleware wraps: the last added runs first. Order of a request: request id →
+    # metrics (sees
     # every answer) → API key → admission → body time limit → body size limit → routes.
     # Everything before the body limits answers from the headers alone.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
@@ -87,4 +89,5 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ApiKeyGuard, api_key=key)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    app.add_middleware(RequestIdMiddleware)
     return app

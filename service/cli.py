@@ -10,6 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from service.config import Settings, describe_validation_error, unknown_variables
+from service.tracing import configure_logging
 
 logger = logging.getLogger("service.cli")
 
@@ -29,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             f"xception-serve: invalid settings: {describe_validation_error(exc)}", file=sys.stderr
         )
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         logger.warning(warning)
     from artifact.errors import ModelLoadError

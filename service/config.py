@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # json: one JSON object per line (with request_id), for log collectors.
+    log_format: Literal["text", "json"] = "text"
     # Beyond the contract's list: thread budgets (0 = derive from the cores available).
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads")
     decode_threads: int = Field(0, ge=0, description="image decode/resize threads")

@@ -158,6 +158,7 @@ def serve(app: Any, settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # service.tracing configured logging: request ids, text or JSON
         http=protocol_for(settings),
         # uvicorn counts the connection being refused too: +1 so that max_connections are served.
         limit_concurrency=settings.max_connections + 1,

@@ -17,6 +17,7 @@ from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from service.batcher import Rows
 from service.errors import InvalidTensor, ModelNotFound
 from service.inference import ClientGone, InferenceService
+from service.tracing import REQUEST_ID, sane
 from service.uploads import Upload
 from service.v2_codec import InferRequest, ProtocolError, Tensor, encode_response, parse_request
 
@@ -63,6 +64,8 @@ async def infer(
         request = parse_request(body, header_length)
     except ProtocolError as exc:
         raise InvalidTensor(str(exc)) from exc
+    if request.id is not None and sane(request.id):
+        REQUEST_ID.set(request.id)  # the response's X-Request-ID and its log lines
     card = service.card
     wanted = _requested(request, card)
     if set(request.inputs) == {INPUT_NAME}:
