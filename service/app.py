@@ -21,6 +21,7 @@ from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
 from service.priority import lower_thread_priority
 from service.routes import inference, ops, v2
+from service.telemetry import setup_tracing
 from service.tracing import RequestIdMiddleware
 
 logger = logging.getLogger("service.app")
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         finally:
             logger.info("shutting down: draining %d queued images", service.batcher.queue_depth)
             await service.stop()
+            if tracing is not None:
+                tracing.shutdown()  # flushes the spans still buffered
 
     app = FastAPI(
         title="Xception inference service",
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app.state.registry = registry
     app.state.drain = drain
     install_error_handlers(app)
+    tracing = setup_tracing(app)
     app.include_router(inference.router)
     app.include_router(ops.router)
     app.include_router(v2.router)

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from opentelemetry import trace
 
 from artifact.runtime import CPU_EP, CUDA_EP
 
 logger = logging.getLogger("service.batcher")
+tracer = trace.get_tracer("service.batcher")
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # (max batch size, max batch delay ms) when the settings leave them unset, measured with
@@ -70,6 +72,9 @@ class WorkItem:
     image: np.ndarray
     future: asyncio.Future[Rows]
     deadline: float  # loop.time() after which the image is not worth running
+    # The submitting request's span, and when the image was queued: its "queue wait" span.
+    trace_context: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
+    queued_ns: int = 0
 
 
 @dataclass
@@ -163,9 +168,10 @@ class DynamicBatcher:
             raise QueueFull(f"{len(self._queue)} images queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Rows]] = []
+        context, now_ns = trace.get_current_span().get_span_context(), time.time_ns()
         for image in images:
             future: asyncio.Future[Rows] = loop.create_future()
-            self._queue.append(WorkItem(image, future, deadline))
+            self._queue.append(WorkItem(image, future, deadline, context, now_ns))
             futures.append(future)
         self._wakeup.set()
         return futures
@@ -235,11 +241,19 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         self.in_flight = len(batch)
+        traced = [item.trace_context for item in batch if item.trace_context.is_valid]
+        _end_queue_waits(batch, time.time_ns())
         try:
-            stacked = np.stack([item.image for item in batch])
-            probabilities, features = await loop.run_in_executor(
-                self._executor, self._run_batch, stacked
-            )
+            with tracer.start_as_current_span(
+                "batch",
+                links=[trace.Link(context) for context in traced],
+                attributes={"batch.size": len(batch)},
+            ):
+                stacked = np.stack([item.image for item in batch])
+                with tracer.start_as_current_span("inference"):
+                    probabilities, features = await loop.run_in_executor(
+                        self._executor, self._run_batch, stacked
+                    )
             if len(probabilities) != len(batch) or len(features) != len(batch):
                 raise RuntimeError(
                     f"model returned {len(probabilities)}/{len(features)} rows for "
@@ -258,3 +272,12 @@ class DynamicBatcher:
         for row, item in enumerate(batch):
             if not item.future.done():
                 item.future.set_result(Rows(probabilities[row], features[row]))
+
+
+def _end_queue_waits(batch: list[WorkItem], now_ns: int) -> None:
+    """One "queue wait" span per traced image, in its request's trace, ending now."""
+    for item in batch:
+        if item.trace_context.is_valid:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(item.trace_context))
+            span = tracer.start_span("queue wait", context=parent, start_time=item.queued_ns)
+            span.end(end_time=now_ns)

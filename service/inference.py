@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from opentelemetry import trace
 
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
@@ -42,6 +43,7 @@ from service.limits import DrainSignal
 from service.uploads import Upload
 
 logger = logging.getLogger("service.inference")
+tracer = trace.get_tracer("service.inference")
 
 NOT_READY_RETRY_AFTER_S = 5
 # Returns once the client has disconnected (awaited beside the result, never alone).
@@ -136,12 +138,13 @@ class InferenceService:
         timeout_s = self._accept(len(uploads), timeout_s)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        images = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._decode_pool, self.preprocess, u.data, u.filename)
-                for u in uploads
+        with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
+            images = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._decode_pool, self.preprocess, u.data, u.filename)
+                    for u in uploads
+                )
             )
-        )
         return await self._queue(images, deadline, timeout_s, client_gone, ticket)
 
     async def infer_pixels(

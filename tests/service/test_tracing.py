@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -52,3 +55,44 @@ def test_json_logs_carry_the_request_id(exported_model: Path) -> None:
     access = {r["request_id"]: r["message"] for r in records if r["logger"] == "uvicorn.access"}
     assert "POST /classify" in access["find-me"]
     assert "POST /v2/models/xception/infer" in access["v2-id-7"]
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """A stand-in OpenTelemetry collector: accepts OTLP/HTTP trace exports, keeps the bodies."""
+    received: list[bytes] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+
+
+def test_spans_are_exported_over_otlp(
+    exported_model: Path,
+    otlp_receiver: tuple[str, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint, received = otlp_receiver
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "xception-under-test")
+    with live_service(exported_model, {"device": "cpu", "max_queue_wait_s": 60}) as live:
+        cat = files(("cat.jpg", image_bytes("chelsea.jpg")))
+        assert httpx.post(f"{live.url}/classify", files=cat).status_code == 200
+        live.process.send_signal(signal.SIGTERM)  # the shutdown flushes the spans
+        live.process.wait(30)
+    exported = b"".join(received)
+    for name in (b"xception-under-test", b"POST /classify", b"decode", b"queue wait", b"batch",
+                 b"inference"):  # fmt: skip
+        assert name in exported, name
