@@ -16,7 +16,13 @@ from typing import Any
 from artifact.preprocess import Preprocessor
 from artifact.runtime import CUDA_EP, ModelRuntime, available_cores
 from bench.engine import decode_cost, make_uploads, raw_engine
-from bench.loadgen import ServiceProcess, drive, start_service
+from bench.loadgen import (
+    ServiceProcess,
+    classify_request,
+    drive,
+    start_service,
+    v2_infer_request,
+)
 from bench.report import ROOT, SOURCES, ensure_model, machine, step
 from bench.report import write_results as write_files
 
@@ -37,6 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="raw engine batch sizes")
     parser.add_argument("--concurrency", default="", help="default 1,4,8,16 (CPU), +64 (CUDA)")
     parser.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
+    parser.add_argument(
+        "--protocols",
+        default="multipart,v2",
+        help="multipart (/classify) and/or v2 (binary Open Inference Protocol, top-5)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="raw engine time per batch size")
     parser.add_argument(
         "--service-env",
@@ -76,16 +87,25 @@ def main(argv: list[str] | None = None) -> int:
 
     service = start_service(model, args.service_env, args.device)
     try:
-        drive(service.url, uploads, concurrency=2, requests=8)  # warm the HTTP path
+        protocols = {
+            "multipart": classify_request,
+            "v2": v2_infer_request(card.name),
+        }
+        chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
+        for protocol in chosen:  # warm each HTTP path
+            drive(service.url, uploads, 2, 8, protocols[protocol])
         service.start_sampling()
         loads = []
         for level in concurrency:
-            row = drive(service.url, uploads, level, args.requests)
-            loads.append(row)
-            step(
-                f"  concurrency {level}: {row['images_per_s']:.2f} img/s, "
-                f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, {row['errors']} errors"
-            )
+            for protocol in chosen:
+                row = {"protocol": protocol}
+                row.update(drive(service.url, uploads, level, args.requests, protocols[protocol]))
+                loads.append(row)
+                step(
+                    f"  {protocol} concurrency {level}: {row['images_per_s']:.2f} img/s, "
+                    f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+                    f"{row['errors']} errors"
+                )
         info = service.runtime_info()
     finally:
         service.stop()
@@ -121,7 +141,8 @@ def summarize(
     rss["drift_pct"] = (
         100 * (rss["last_mb"] - rss["first_mb"]) / rss["first_mb"] if samples else 0.0
     )
-    c1 = next((r for r in loads if r["concurrency"] == 1), None)
+    multipart = [r for r in loads if r["protocol"] == "multipart"] or loads
+    c1 = next((r for r in multipart if r["concurrency"] == 1), None)
     facts = machine()
     return {
         "created_at": facts.pop("created_at"),
@@ -138,7 +159,7 @@ def summarize(
         "rss_mb": rss,
         "checks": {
             "c8_ratio": next(
-                (r["ratio_to_raw_best"] for r in loads if r["concurrency"] == 8), None
+                (r["ratio_to_raw_best"] for r in multipart if r["concurrency"] == 8), None
             ),
             "c1_p50_minus_raw_single_ms": (c1["p50_ms"] - single_ms) if c1 and single_ms else None,
             "rss_drift_pct": rss["drift_pct"],
@@ -166,11 +187,13 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        "| service concurrency | img/s | ÷ raw best | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| protocol | service concurrency | img/s | ÷ raw best | p50 ms | p95 ms | p99 ms "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['concurrency']} | {r['images_per_s']:.2f} | {r['ratio_to_raw_best']:.2f} | "
+        f"| {r['protocol']} | {r['concurrency']} | {r['images_per_s']:.2f} | "
+        f"{r['ratio_to_raw_best']:.2f} | "
         f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} |"
         for r in results["service"]
     ]

@@ -31,7 +31,10 @@ def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> N
     (json_file,) = tmp_path.glob("*-cpu-fp32-smoke.json")
     results = json.loads(json_file.read_text())
     assert [r["batch_size"] for r in results["raw_engine"]] == [1, 2]
-    assert [r["concurrency"] for r in results["service"]] == [1, 3]
+    # Both protocols at each concurrency: multipart /classify and binary v2 infer.
+    assert [(r["protocol"], r["concurrency"]) for r in results["service"]] == [
+        ("multipart", 1), ("v2", 1), ("multipart", 3), ("v2", 3),
+    ]  # fmt: skip
     for row in results["service"]:
         assert row["errors"] == 0 and row["requests"] == 6
         assert row["images_per_s"] > 0 and row["ratio_to_raw_best"] > 0
@@ -39,4 +42,4 @@ def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> N
     assert results["rss_mb"]["peak_mb"] > 0
     assert results["decode"]["ms_mean"] > 0
     markdown = json_file.with_suffix(".md").read_text()
-    assert "÷ raw best" in markdown and "raw engine batch" in markdown
+    assert "÷ raw best" in markdown and "raw engine batch" in markdown and "| v2 |" in markdown
