@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artifact.layout import MODEL_FILE, model_file
 from artifact.runtime import available_cores
-from service.image_sources import UrlPolicy
+from service.protocols.image_sources import UrlPolicy
 
 ENV_PREFIX = "XCEPTION_"
 # XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to

@@ -14,7 +14,7 @@ from service.admission import Ticket
 from service.config import Settings
 from service.guards import ADMISSION_STATE_KEY
 from service.inference import ClientGone, InferenceService
-from service.uploads import Upload, read_uploads
+from service.protocols.uploads import Upload, read_uploads
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ async def get_uploads(
     ] = None,
 ) -> list[Upload]:
     """The request's images: multipart parts, a raw image body, or JSON base64 (see
-    service.uploads); the body size limit was enforced while they arrived."""
+    service.protocols.uploads); the body size limit was enforced while they arrived."""
     return await read_uploads(request, filename)
 
 

@@ -40,7 +40,7 @@ from service.errors import (
     TooManyFiles,
 )
 from service.limits import DrainSignal
-from service.uploads import Upload
+from service.protocols.uploads import Upload
 
 logger = logging.getLogger("service.inference")
 tracer = trace.get_tracer("service.inference")

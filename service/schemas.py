@@ -60,8 +60,8 @@ class ModelsResponse(BaseModel):
     runtime: dict[str, Any]
 
 
-# /classify and /features accept three kinds of body (service.uploads); FastAPI cannot infer
-# that from a dependency that reads the request itself, so the OpenAPI document says it here.
+# /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI
+# cannot infer that from a dependency that reads the request itself: the OpenAPI says it here.
 IMAGES_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,

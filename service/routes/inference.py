@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from service.config import Settings
 from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings
-from service.embeddings import EmbeddingsRequest, embed
 from service.errors import InvalidParameter
 from service.inference import l2_normalize, top_k
+from service.protocols.openai import EmbeddingsRequest, embed
 from service.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
@@ -92,5 +92,5 @@ async def embeddings(
     service: ServiceDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict[str, Any]:
-    """OpenAI-style image embeddings (L2-normalised pooled features); see service.embeddings."""
+    """OpenAI-style image embeddings (L2-normalised features); see service.protocols.openai."""
     return await embed(service, body, settings.url_policy, caller.gone, caller.ticket)

@@ -1,6 +1,6 @@
 """Open Inference Protocol (KServe v2) REST endpoints: what Triton's and KServe's clients call.
 
-The work is in :mod:`service.v2_handler`; errors under ``/v2`` use the protocol's
+The work is in :mod:`service.protocols.v2`; errors under ``/v2`` use the protocol's
 ``{"error": "message"}`` body (``service.errors``).
 """
 
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request, Response
 from service.deps import CallerDep, ServiceDep
 from service.errors import NotReady
 from service.inference import NOT_READY_RETRY_AFTER_S
-from service.v2_codec import HEADER_LENGTH
-from service.v2_handler import check_model, infer, model_metadata
+from service.protocols.v2 import check_model, infer, model_metadata
+from service.protocols.v2_codec import HEADER_LENGTH
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -73,7 +73,7 @@ async def infer_endpoint(
     name: str,
     version: str | None = None,
 ) -> Response:
-    """JSON tensors or the binary tensor extension; see service.v2_handler for the tensors."""
+    """JSON tensors or the binary tensor extension; see service.protocols.v2 for the tensors."""
     check_model(service.card, name, version)
     body = await request.body()
     content, header_length = await infer(

@@ -175,3 +175,38 @@ def test_undecodable_bytes_and_bad_base64(client: triton.InferenceServerClient) 
     text.set_data_from_numpy(np.array(["%%% not base64"], dtype=np.object_), binary_data=False)
     with pytest.raises(InferenceServerException, match="element 0: not valid base64"):
         client.infer("xception", [text])
+
+
+def test_request_timeout_tightens_the_deadline(client: triton.InferenceServerClient) -> None:
+    """``parameters.timeout`` (µs): 1 µs cannot be met; the protocol's 504 comes back."""
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("xception", [bytes_input(binary=True)], timeout=1)
+    assert raised.value.status() == "504"
+    assert "no result within" in raised.value.message()
+
+
+def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -> None:
+    """Admission applies to /v2 infer too, answered as the protocol expects."""
+    from fastapi.testclient import TestClient
+
+    from service.admission import Ticket
+    from service.app import create_app
+    from tests.service.conftest import make_settings, wait_ready
+
+    with TestClient(create_app(make_settings(exported_model, max_queue_wait_s=1.5))) as app:
+        wait_ready(app)
+        service = app.app.state.service  # type: ignore[attr-defined]
+        service.batcher.stats.seconds_per_image = 1.5
+        held = [service.admit(), service.admit()]  # two requests whose bodies are arriving
+        assert all(isinstance(ticket, Ticket) for ticket in held)
+        encoded = base64.b64encode(image_bytes("chelsea.jpg")).decode()
+        tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [encoded]}
+        body = {"inputs": [tensor]}
+        response = app.post("/v2/models/xception/infer", json=body)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "3"
+        assert "XCEPTION_MAX_QUEUE_WAIT_S" in response.json()["error"]  # a string, not an object
+        for ticket in held:
+            ticket.release()
+        answered = app.post("/v2/models/xception/infer", json=body)
+        assert answered.status_code == 200
+        assert [o["name"] for o in answered.json()["outputs"]] == ["probabilities", "features"]

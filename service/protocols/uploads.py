@@ -23,7 +23,7 @@ from service.errors import (
     UnsupportedContentType,
     UploadTooLarge,
 )
-from service.image_sources import SourceError, decode_base64
+from service.protocols.image_sources import SourceError, decode_base64
 
 HOW_TO_SEND = (
     "send multipart/form-data parts named 'file', one raw image (Content-Type: image/*), "

@@ -17,9 +17,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from service.errors import ModelNotFound, TooManyFiles
-from service.image_sources import SourceError, UrlPolicy, resolve
 from service.inference import ClientGone, InferenceService, l2_normalize
-from service.uploads import Upload, source_error
+from service.protocols.image_sources import SourceError, UrlPolicy, resolve
+from service.protocols.uploads import Upload, source_error
 
 
 class EmbeddingsRequest(BaseModel):

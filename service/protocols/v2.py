@@ -17,9 +17,15 @@ from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from service.batcher import Rows
 from service.errors import InvalidTensor, ModelNotFound
 from service.inference import ClientGone, InferenceService
+from service.protocols.uploads import Upload
+from service.protocols.v2_codec import (
+    InferRequest,
+    ProtocolError,
+    Tensor,
+    encode_response,
+    parse_request,
+)
 from service.tracing import REQUEST_ID, sane
-from service.uploads import Upload
-from service.v2_codec import InferRequest, ProtocolError, Tensor, encode_response, parse_request
 
 BYTES_INPUT = "image_bytes"
 PLATFORM = "onnx_onnxv1"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service.image_sources import SourceError, decode_base64
+from service.protocols.image_sources import SourceError, decode_base64
 
 HEADER_LENGTH = "inference-header-content-length"
 # The datatypes we read and write, and their NumPy types (BYTES: Python bytes objects).
