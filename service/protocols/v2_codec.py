@@ -10,6 +10,7 @@ Nothing here knows about the model; :mod:`service.routes.v2` does the inference.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ def _input(item: dict[str, Any], binary: memoryview) -> tuple[Tensor, int]:
         raise ProtocolError("each input needs a string 'name' and 'datatype'")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow for absurd shapes
     size = _object(item.get("parameters"), f"input {name!r} parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
@@ -145,7 +146,10 @@ def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray
 
 
 def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray | list[bytes]:
-    flat = np.asarray(data, dtype=object).reshape(-1) if isinstance(data, list) else None
+    try:
+        flat = np.asarray(data, dtype=object).reshape(-1) if isinstance(data, list) else None
+    except ValueError as exc:  # ragged nesting
+        raise ProtocolError(f"input {name!r}: 'data' is not a regular (nested) list") from exc
     if flat is None or len(flat) != count:
         got = "not a list" if flat is None else f"{len(flat)} elements"
         raise ProtocolError(f"input {name!r}: 'data' has {got}; the shape needs {count}")
@@ -157,7 +161,11 @@ def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray | 
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"input {name!r}: 'data' must hold numbers") from exc
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
-    if info is not None and (values.min(initial=0) < info.min or values.max(initial=0) > info.max):
+    if info is not None and (
+        not np.isfinite(values).all()
+        or values.min(initial=0) < info.min
+        or values.max(initial=0) > info.max
+    ):
         raise ProtocolError(f"input {name!r}: values outside the {datatype} range")
     return values.astype(dtype)
 

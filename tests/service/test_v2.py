@@ -210,3 +210,23 @@ def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -
         answered = app.post("/v2/models/xception/infer", json=body)
         assert answered.status_code == 200
         assert [o["name"] for o in answered.json()["outputs"]] == ["probabilities", "features"]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "fragment"),
+    [
+        ({"data": [[1, 2], [3]], "shape": [1, 299, 299, 3]}, "the shape needs 268203"),
+        ({"data": [[1, 2], [3, 4, 5]], "shape": [2]}, "must hold numbers"),
+        ({"data": [256] * 4, "shape": [4]}, "outside the UINT8 range"),
+        ({"data": ["x"], "shape": [1]}, "must hold numbers"),
+        ({"data": [0], "shape": [2**40, 2**40]}, "the shape needs"),
+    ],
+    ids=["ragged", "ragged-same-count", "out-of-range", "not-numbers", "absurd-shape"],
+)
+def test_malformed_json_tensors_are_400(
+    server: ServiceProcess, tensor: dict, fragment: str
+) -> None:
+    """What tritonclient would never send, sent raw: still the protocol's 400, never a 500."""
+    body = {"inputs": [{"name": "image", "datatype": "UINT8", **tensor}]}
+    response = httpx.post(f"{server.url}/v2/models/xception/infer", json=body, timeout=60)
+    assert response.status_code == 400 and fragment in response.json()["error"], response.text
