@@ -51,10 +51,13 @@ async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         form = await request.form()
-        parts = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
-        if not parts:
-            raise InvalidParameter(f"file: no part named 'file' in the form; {HOW_TO_SEND}")
-        return [Upload(part.filename or "", await part.read()) for part in parts]
+        try:
+            parts = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
+            if not parts:
+                raise InvalidParameter(f"file: no part named 'file' in the form; {HOW_TO_SEND}")
+            return [Upload(part.filename or "", await part.read()) for part in parts]
+        finally:
+            await form.close()  # the parts' spooled temporary files, now rather than at GC
     if media.startswith("image/") or media == "application/octet-stream":
         return [Upload(filename or "upload", await request.body())]
     if media == "application/json":
