@@ -12,8 +12,6 @@ from pathlib import Path
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
-# Written by a fine-tuning export beside the model.
-REPORT_FILES = ("report.json", "report.md", "curves.png", "confusion.png")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -36,11 +34,6 @@ def check_version_folder(path: Path) -> Path:
 def model_file(path: Path) -> Path:
     """The ``.onnx`` file of a version folder, or ``path`` itself when it is a file."""
     return path / MODEL_FILE if path.is_dir() else path
-
-
-def card_file(folder: Path) -> Path:
-    """The ``model.json`` beside a version folder's model."""
-    return folder / CARD_FILE
 
 
 def is_published(folder: Path) -> bool:

@@ -42,6 +42,7 @@ class Export:
     options: ExportOptions
     work: Path  # the hidden folder the files are written into
     labels: list[str] | None
+    head_classes: int | None  # a new head of this size (--labels), else the arch's own
     dataset: Dataset | None
     calibration: Path | None
     steps: Steps
@@ -78,6 +79,7 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
         options=options,
         work=work_folder(out, os.getpid()),
         labels=labels,
+        head_classes=head_classes,
         dataset=dataset,
         calibration=_calibration_folder(options),
         steps=steps,
@@ -91,7 +93,7 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
             if lines:  # the step prints its own progress lines
                 run(job, {})
                 continue
-            with steps.step(title.format(job=job)) as info:
+            with steps.step(title) as info:
                 run(job, info)
         _write_card_file(job)
         _publish(job.work, out, steps)
@@ -103,9 +105,7 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
 
 def plan(options: ExportOptions) -> list[Step]:
     """The steps ``options`` ask for, in order (publishing comes last, always)."""
-    planned: list[Step] = [
-        ("building {job.options.arch} (weights: {job.options.weights})", _build, 0)
-    ]
+    planned: list[Step] = [(f"building {options.arch} (weights: {options.weights})", _build, 0)]
     if options.train is not None:
         planned.append(("", _fine_tune, finetune_run.STEPS))
     planned += [
@@ -114,7 +114,7 @@ def plan(options: ExportOptions) -> list[Step]:
     ]
     if options.precision != "fp32":
         planned.append(
-            ("making the {job.options.precision} variant, checking it against fp32", _variant, 0)
+            (f"making the {options.precision} variant, checking it against fp32", _variant, 0)
         )
     if options.train is not None:
         planned.append(("evaluating the ONNX model on the test split", _evaluate, 0))
@@ -124,8 +124,7 @@ def plan(options: ExportOptions) -> list[Step]:
 
 def _build(job: Export, info: dict[str, str]) -> None:
     options = job.options
-    head_classes = len(job.labels) if job.labels and job.dataset is None else None
-    model = create_model(options.arch, options.weights, head_classes)
+    model = create_model(options.arch, options.weights, job.head_classes)
     labels = job.labels or default_labels(model)
     info["detail"] = f"{sum(p.numel() for p in model.parameters()):,} parameters"
     job.model = model
@@ -194,9 +193,10 @@ def _evaluate(job: Export, info: dict[str, str]) -> None:
     _, card = job.built()
     assert job.report is not None, "fine-tuning runs first"
     evaluate(job.onnx_path, card, job.report)
-    job.card = card.model_copy(update={"metrics": job.report.card_metrics()})
+    metrics = job.report.card_metrics()
+    job.card = card.model_copy(update={"metrics": metrics})
     write_report(job.work, job.report)
-    info["detail"] = f"test accuracy {job.report.card_metrics()['test_accuracy']:.4f}"
+    info["detail"] = f"test accuracy {metrics['test_accuracy']:.4f}"
 
 
 def _embed(job: Export, _: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 from artifact.runtime import ModelRuntime
+from service import __version__
 from service.admission import Refusal, Ticket
 from service.config import Settings
 from service.errors import install_error_handlers
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app = FastAPI(
         title="Xception inference service",
         summary="Top-k ImageNet labels and 2048-d bottleneck features, dynamically batched.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.settings = settings

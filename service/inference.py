@@ -46,6 +46,7 @@ logger = logging.getLogger("service.inference")
 tracer = trace.get_tracer("service.inference")
 
 NOT_READY_RETRY_AFTER_S = 5
+NOT_READY_MESSAGE = "the model is still loading/warming up; retry shortly"
 # Returns once the client has disconnected (awaited beside the result, never alone).
 ClientGone = Callable[[], Awaitable[None]]
 
@@ -115,11 +116,7 @@ class InferenceService:
                 "shutting_down", "the server is shutting down; retry on another replica", 1
             )
         if not self.ready:
-            return Refusal(
-                "not_ready",
-                "the model is still loading/warming up; retry shortly",
-                NOT_READY_RETRY_AFTER_S,
-            )
+            return Refusal("not_ready", NOT_READY_MESSAGE, NOT_READY_RETRY_AFTER_S)
         return self.admission.admit()
 
     async def infer(
@@ -159,18 +156,23 @@ class InferenceService:
         deadline = asyncio.get_running_loop().time() + timeout_s
         return await self._queue(images, deadline, timeout_s, client_gone, ticket)
 
-    def _accept(self, count: int, timeout_s: float | None) -> float:
-        """Refuse what cannot be served before spending any decode time; the timeout to use."""
+    def require_ready(self) -> None:
+        """503 ``not_ready`` until the model is warm (and once the drain has begun)."""
         if not self.ready:
-            raise NotReady(
-                "the model is still loading/warming up; retry shortly",
-                retry_after_s=NOT_READY_RETRY_AFTER_S,
-            )
+            raise NotReady(NOT_READY_MESSAGE, retry_after_s=NOT_READY_RETRY_AFTER_S)
+
+    def check_count(self, count: int) -> None:
+        """413 past ``XCEPTION_MAX_FILES`` images in one request."""
         if count > self.settings.max_files:
             raise TooManyFiles(
                 f"{count} images in one request; the limit is {self.settings.max_files} "
                 "(XCEPTION_MAX_FILES)"
             )
+
+    def _accept(self, count: int, timeout_s: float | None) -> float:
+        """Refuse what cannot be served before spending any decode time; the timeout to use."""
+        self.require_ready()
+        self.check_count(count)
         self._check_capacity(count)
         limit = self.settings.request_timeout_s
         return limit if timeout_s is None else min(limit, timeout_s)

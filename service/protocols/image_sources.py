@@ -48,8 +48,8 @@ class UrlPolicy:
     max_bytes: int
     timeout_s: float
 
-    def fetch(self, url: str, where: str) -> bytes:
-        """The bytes at ``url``, if its host is allowed; blocking (run it in a thread)."""
+    def check(self, url: str, where: str) -> None:
+        """A :class:`SourceError` unless ``url`` may be fetched (decided without the network)."""
         parts = urlsplit(url)
         if not self.hosts:
             raise SourceError(
@@ -61,6 +61,10 @@ class UrlPolicy:
                 f"{where}: {parts.scheme}://{parts.hostname} is not an allowed image host "
                 f"(XCEPTION_URL_HOSTS: {', '.join(sorted(self.hosts))})"
             )
+
+    def fetch(self, url: str, where: str) -> bytes:
+        """The bytes at an allowed ``url`` (see :meth:`check`); blocking: run it in a thread."""
+        self.check(url, where)
         opener = urllib.request.build_opener(_NoRedirects())
         try:
             with opener.open(url, timeout=self.timeout_s) as response:
@@ -77,18 +81,8 @@ class UrlPolicy:
         return data
 
 
-def resolve(value: object, where: str, urls: UrlPolicy | None) -> bytes | str:
-    """Bytes for base64/data URIs; the URL itself (to fetch in a thread) for http(s) URLs."""
-    if not isinstance(value, str) or not value:
-        raise SourceError(f"{where}: expected a non-empty string (base64, data URI or URL)")
-    if value.startswith(("http://", "https://")):
-        if urls is None or not urls.hosts:
-            raise SourceError(
-                f"{where}: URLs are not fetched by this server (XCEPTION_URL_HOSTS is empty); "
-                "send the image as base64 or a data URI"
-            )
-        return value
-    return decode_base64(value, where)
+def is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -16,9 +16,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from service.errors import ModelNotFound, TooManyFiles
+from service.admission import Ticket
+from service.errors import ModelNotFound
 from service.inference import ClientGone, InferenceService, l2_normalize
-from service.protocols.image_sources import SourceError, UrlPolicy, resolve
+from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
 from service.protocols.uploads import Upload, source_error
 
 
@@ -34,21 +35,17 @@ async def embed(
     request: EmbeddingsRequest,
     urls: UrlPolicy,
     client_gone: ClientGone,
-    ticket: Any,
+    ticket: Ticket | None,
 ) -> dict[str, Any]:
     """The OpenAI embeddings response for ``request``."""
     card = service.card
-    if request.model not in (card.name, f"{card.name}/{card.version}"):
+    versioned = f"{card.name}/{card.version}"
+    if request.model not in (card.name, versioned):
         raise ModelNotFound(
-            f"model {request.model!r} is not served here; use {card.name!r} "
-            f"(or {card.name}/{card.version!r})"
+            f"model {request.model!r} is not served here; use {card.name!r} (or {versioned!r})"
         )
     items = [request.input] if isinstance(request.input, str) else request.input
-    if len(items) > service.settings.max_files:  # before fetching or decoding any of them
-        raise TooManyFiles(
-            f"{len(items)} inputs in one request; the limit is {service.settings.max_files} "
-            "(XCEPTION_MAX_FILES)"
-        )
+    service.check_count(len(items))  # before fetching or decoding any of them
     uploads = [
         Upload(f"input[{i}]", await _load(v, f"input[{i}]", urls)) for i, v in enumerate(items)
     ]
@@ -65,7 +62,7 @@ async def embed(
     return {
         "object": "list",
         "data": data,
-        "model": f"{card.name}/{card.version}",
+        "model": versioned,
         # Images are not tokens; the fields are there because clients expect them.
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     }
@@ -73,9 +70,9 @@ async def embed(
 
 async def _load(value: str, where: str, urls: UrlPolicy) -> bytes:
     try:
-        resolved = resolve(value, where, urls)
-        if isinstance(resolved, bytes):
-            return resolved
-        return await asyncio.to_thread(urls.fetch, resolved, where)
+        if not is_url(value):
+            return decode_base64(value, where)
+        urls.check(value, where)  # refused at once, without a thread, when not allowed
+        return await asyncio.to_thread(urls.fetch, value, where)
     except SourceError as exc:
         raise source_error(exc) from exc

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from service.admission import Ticket
 from service.batcher import Rows
 from service.errors import InvalidTensor, ModelNotFound
-from service.inference import ClientGone, InferenceService
+from service.inference import ClientGone, InferenceService, top_k
 from service.protocols.uploads import Upload
 from service.protocols.v2_codec import (
     InferRequest,
@@ -63,15 +64,15 @@ async def infer(
     body: bytes,
     header_length: str | None,
     client_gone: ClientGone,
-    ticket: Any,
+    ticket: Ticket | None,
 ) -> tuple[bytes, int | None]:
     """A v2 infer request → (response body, JSON header length when outputs are binary)."""
     try:
         request = parse_request(body, header_length)
     except ProtocolError as exc:
         raise InvalidTensor(str(exc)) from exc
-    if request.id is not None and sane(request.id):
-        REQUEST_ID.set(request.id)  # the response's X-Request-ID and its log lines
+    if request_id := sane(request.id):
+        REQUEST_ID.set(request_id)  # the response's X-Request-ID and its log lines
     card = service.card
     wanted = _requested(request, card)
     if set(request.inputs) == {INPUT_NAME}:
@@ -130,9 +131,10 @@ def _output(name: str, k: int, rows: list[Rows], card: ModelCard) -> Tensor:
     probabilities = np.stack([r.probabilities for r in rows]).astype(np.float32)
     if not k:
         return Tensor(name, "FP32", probabilities.shape, probabilities)
-    # Triton's classification extension: "score:index:label", best first.
-    strings = []
-    for row in probabilities:
-        for index in np.argsort(-row, kind="stable")[:k]:
-            strings.append(f"{row[index]:f}:{index}:{card.labels[index]}".encode())
+    # Triton's classification extension: "score:index:label", best first (as /classify).
+    strings = [
+        f"{score:f}:{index}:{card.labels[index]}".encode()
+        for row in probabilities
+        for index, score in top_k(row, k)
+    ]
     return Tensor(name, "BYTES", (len(rows), k), strings)

@@ -9,8 +9,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.config import Settings
 from service.deps import ServiceDep, get_settings
-from service.errors import NotReady
-from service.inference import NOT_READY_RETRY_AFTER_S
 from service.schemas import ModelsResponse, Status
 
 router = APIRouter()
@@ -25,10 +23,7 @@ async def healthz() -> Status:
 @router.get("/readyz", response_model=Status)
 async def readyz(service: ServiceDep) -> Status:
     """200 once the model is loaded and warmed up; 503 before (and while draining)."""
-    if not service.ready:
-        raise NotReady(
-            "the model is not loaded and warmed up yet", retry_after_s=NOT_READY_RETRY_AFTER_S
-        )
+    service.require_ready()
     return Status(status="ready")
 
 

@@ -10,28 +10,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from service import __version__
 from service.deps import CallerDep, ServiceDep
-from service.errors import NotReady
-from service.inference import NOT_READY_RETRY_AFTER_S
 from service.protocols.v2 import check_model, infer, model_metadata
 from service.protocols.v2_codec import HEADER_LENGTH
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 EXTENSIONS = ["binary_tensor_data", "classification"]
-VERSION = "0.1.0"  # the package version (pyproject.toml)
-
-
-def _ready(service: ServiceDep) -> None:
-    if not service.ready:
-        raise NotReady(
-            "the model is not loaded and warmed up yet", retry_after_s=NOT_READY_RETRY_AFTER_S
-        )
 
 
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
     """Server name, version and protocol extensions."""
-    return {"name": "xception-service", "version": VERSION, "extensions": EXTENSIONS}
+    return {"name": "xception-service", "version": __version__, "extensions": EXTENSIONS}
 
 
 @router.get("/health/live")
@@ -43,7 +34,7 @@ async def live() -> dict[str, Any]:
 @router.get("/health/ready")
 async def ready(service: ServiceDep) -> dict[str, Any]:
     """200 once the model is warm; 503 before and while draining."""
-    _ready(service)
+    service.require_ready()
     return {"ready": True}
 
 
@@ -60,7 +51,7 @@ async def metadata(service: ServiceDep, name: str, version: str | None = None) -
 async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> dict[str, Any]:
     """200 when this model is ready to infer."""
     check_model(service.card, name, version)
-    _ready(service)
+    service.require_ready()
     return {"name": name, "ready": True}
 
 
