@@ -21,6 +21,7 @@ from torch import nn
 
 from artifact.card import ModelCard
 from artifact.layout import CARD_FILE, MODEL_FILE, retired_folder, work_folder
+from artifact.repository import sha256_of
 from export.build.card import build_card, default_labels, read_labels_file
 from export.build.model import check_weights, create_model
 from export.build.serving import ServingModel, build_serving_model
@@ -29,7 +30,7 @@ from export.finetune import run as finetune_run
 from export.finetune.data import Dataset, discover
 from export.finetune.report import FineTuneReport, evaluate, write_report
 from export.onnx.parity import check_parity
-from export.onnx.writer import embed_card, export_onnx, sha256_of
+from export.onnx.writer import embed_card, export_onnx
 from export.options import ExportOptions
 from export.precision import calibration_images, make_variant
 from export.progress import Steps

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from service.batcher import DynamicBatcher
+
+if TYPE_CHECKING:  # the repository builds on admission, not the other way round
+    from service.inference import InferenceService
+    from service.repository.version import ModelVersion
 
 
 @dataclass
@@ -28,6 +33,17 @@ class Ticket:
         if not self.released:
             self.released = True
             self.control.reserved -= 1
+
+
+@dataclass
+class Admission:
+    """A request let through before its body: the model version its URL routes to (held
+    loaded until the request is answered) and its ticket. Both None when the URL does not
+    say (``/v1/embeddings`` names its model in the body: routed and admitted after it)."""
+
+    version: ModelVersion | None = None
+    ticket: Ticket | None = None
+    service: InferenceService | None = None  # the version's service, set while it is held
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,17 @@ from starlette.types import Scope
 
 from artifact.runtime import ModelRuntime
 from service import __version__
-from service.admission import Refusal, Ticket
+from service.admission import Admission, Refusal
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.guards import AdmissionGate, ApiKeyGuard
-from service.inference import InferenceService
 from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
-from service.metrics import BatcherCollector, HttpMetrics, MetricsMiddleware
+from service.metrics import HttpMetrics, MetricsMiddleware, RepositoryCollector
 from service.priority import lower_thread_priority
+from service.repository import routing
+from service.repository.repository import ModelRepository
 from service.routes import inference, ops, v2
+from service.routes import repository as repository_routes
 from service.telemetry import setup_tracing
 from service.tracing import RequestIdMiddleware
 
@@ -38,8 +40,9 @@ def load_runtime(settings: Settings) -> ModelRuntime:
 def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
     """The app for ``settings`` (default: read from the ``XCEPTION_*`` environment).
 
-    ``runtime``: an already loaded model (``xception-serve`` loads it first, so a bad model
-    file is one line on stderr rather than a traceback from inside the server).
+    ``runtime``: single-model mode's model, already loaded (``xception-serve`` loads it
+    first, so a bad model file is one line on stderr rather than a traceback from inside the
+    server). In repository mode the models load in the background; failures are reported.
     """
     settings = settings or Settings()
     registry = CollectorRegistry()
@@ -47,21 +50,29 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Loading the session is quick and must succeed before we serve at all;
-        # warm-up runs in the background while /healthz answers and /readyz says 503.
-        loaded = runtime if runtime is not None else await asyncio.to_thread(load_runtime, settings)
-        service = InferenceService(loaded, settings, drain)
-        registry.register(BatcherCollector(service.batcher))
-        app.state.service = service
-        service.start()
+        # A single model must load before we serve at all; warm-up (and, in repository mode,
+        # every load) runs in the background while /healthz answers and /readyz says 503.
+        loaded = runtime
+        if loaded is None and settings.model_repository is None:
+            loaded = await asyncio.to_thread(load_runtime, settings)
+        repository = ModelRepository(settings, drain, loaded)
+        registry.register(RepositoryCollector(repository))
+        app.state.repository = repository
+        background = [asyncio.create_task(repository.reconcile(), name="initial load")]
+        if settings.model_repository is not None and settings.poll_s > 0:
+            background.append(asyncio.create_task(repository.poll(settings.poll_s), name="poll"))
         # From here on, this thread (the event loop: HTTP, refusals) and the decode threads it
-        # starts yield the CPU to inference under contention; the model's threads exist already.
+        # starts yield the CPU to inference under contention; the model loader thread (whose
+        # sessions and batchers create the inference threads) exists already.
         lower_thread_priority(settings.http_niceness)
         try:
             yield
         finally:
-            logger.info("shutting down: draining %d queued images", service.batcher.queue_depth)
-            await service.stop()
+            logger.info("shutting down: draining the models' queues")
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await repository.stop()
             if tracing is not None:
                 tracing.shutdown()  # flushes the spans still buffered
 
@@ -79,10 +90,10 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app.include_router(inference.router)
     app.include_router(ops.router)
     app.include_router(v2.router)
+    app.include_router(repository_routes.router)
 
-    def admit(scope: Scope) -> Ticket | Refusal:
-        service: InferenceService = app.state.service
-        return service.admit()
+    def admit(scope: Scope) -> Admission | Refusal:
+        return routing.admit(app.state.repository, scope)
 
     # add_middleware wraps: the last added runs first. Order of a request: request id →
     # metrics (sees

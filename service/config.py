@@ -7,12 +7,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artifact.layout import MODEL_FILE, model_file
 from artifact.runtime import available_cores
 from service.protocols.image_sources import UrlPolicy
+from service.repository.policy import VersionPolicy
 
 ENV_PREFIX = "XCEPTION_"
 # XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
@@ -31,7 +39,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # Repository mode: serve every <name>/<version> under this folder instead of one model
+    # (before `model`: its check reads this).
+    model_repository: Path | None = Field(None, description="folder of <name>/<version>/")
     model: Path = Field(Path("models/xception/1"), description="model folder or .onnx file")
+    version_policy: str = Field("latest", description="latest | latest:N | all, per model")
+    default_model: str | None = Field(None, description="model for requests that name none")
+    # Repository mode: rescan every this many seconds for new and removed versions (0: never;
+    # POST /v2/repository/index and .../load rescan on demand).
+    poll_s: float = Field(0.0, ge=0.0)
     device: Literal["auto", "cuda", "cpu"] = "auto"
     # Unset = the provider's tuned default (see service.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
@@ -78,14 +94,37 @@ class Settings(BaseSettings):
 
     @field_validator("model")
     @classmethod
-    def _model_exists(cls, value: Path) -> Path:
-        onnx_file = model_file(value)
-        if not onnx_file.is_file():
+    def _model_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        # A repository given (or given badly, and reported as such): no single model needed.
+        single = "model_repository" in info.data and info.data["model_repository"] is None
+        if single and not model_file(value).is_file():
             raise ValueError(
                 f"no model at {str(value)!r}: expected a folder with {MODEL_FILE} (see "
                 "models/README.md) or an .onnx file; export one with xception-export"
             )
         return value
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repository_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a folder")
+        return value
+
+    @model_validator(mode="after")
+    def _model_or_repository(self) -> Settings:
+        if self.model_repository is not None and "model" in self.model_fields_set:
+            raise ValueError(
+                "XCEPTION_MODEL and XCEPTION_MODEL_REPOSITORY are both set: set one (a single "
+                "model folder, or the folder of <name>/<version> folders)"
+            )
+        return self
+
+    @field_validator("version_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)  # raises with the accepted forms
+        return value.strip()
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -100,8 +139,13 @@ class Settings(BaseSettings):
 
     @property
     def model_file(self) -> Path:
-        """The ``model.onnx`` to load."""
+        """The ``model.onnx`` to load (single-model mode)."""
         return model_file(self.model)
+
+    @property
+    def policy(self) -> VersionPolicy:
+        """Which versions of each model the repository serves."""
+        return VersionPolicy.parse(self.version_policy)
 
     @property
     def url_policy(self) -> UrlPolicy:
@@ -130,6 +174,9 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line per bad setting, naming the environment variable and the value given."""
     lines = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings: its message names them
+            lines.append(item["msg"].removeprefix("Value error, "))
+            continue
         key = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f"={value!r}"

@@ -78,6 +78,11 @@ class ModelNotFound(ServiceError):
     status_code, code = 404, "model_not_found"
 
 
+class ModelLoadFailed(ServiceError):
+    # POST /v2/repository/models/{name}/load: no version of the model could be loaded.
+    status_code, code = 400, "model_load_failed"
+
+
 class InvalidTensor(ServiceError):
     # A v2 infer request whose tensors, shapes or datatypes do not fit the model.
     status_code, code = 400, "invalid_tensor"

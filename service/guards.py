@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.admission import Refusal, Ticket
+from service.admission import Admission, Refusal
 from service.errors import error_response
 
 # Open without the API key: probes, metrics scrapes and the API's own documentation.
@@ -66,14 +67,14 @@ class ApiKeyGuard:
 
 
 class AdmissionGate:
-    """503 before the body when the service is not ready or cannot serve the request in time.
+    """503 before the body when the model is not ready or cannot serve the request in time.
 
-    ``admit`` comes from the app's inference service at request time (it is created in the
-    lifespan); it returns a ticket, kept in the request's state until the images are queued,
-    or a refusal.
+    ``admission`` decides from the scope (service.repository.routing.admit): a refusal, or an
+    :class:`Admission` kept in the request's state — its model version held loaded until the
+    response is sent, its ticket released once the images are queued.
     """
 
-    def __init__(self, app: ASGIApp, admission: Callable[[Scope], Ticket | Refusal]) -> None:
+    def __init__(self, app: ASGIApp, admission: Callable[[Scope], Admission | Refusal]) -> None:
         self.app = app
         self.admission = admission
 
@@ -97,11 +98,15 @@ class AdmissionGate:
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})[ADMISSION_STATE_KEY] = decision
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            decision.release()  # no-op when the images were queued
+        held = decision.version.lease() if decision.version is not None else nullcontext(None)
+        with held as service:
+            decision.service = service
+            scope.setdefault("state", {})[ADMISSION_STATE_KEY] = decision
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if decision.ticket is not None:
+                    decision.ticket.release()  # no-op when the images were queued
 
 
 # A refused request's body is skipped, not parsed, by the HTTP parser when the connection stays

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +27,7 @@ from service.batcher import (
     DynamicBatcher,
     QueueFull,
     Rows,
+    RunBatch,
     batching_for,
 )
 from service.config import Settings
@@ -55,8 +57,15 @@ class InferenceService:
     """Owns the runtime, the decode pool and the batcher for one model."""
 
     def __init__(
-        self, runtime: ModelRuntime, settings: Settings, drain: DrainSignal | None = None
+        self,
+        runtime: ModelRuntime,
+        settings: Settings,
+        drain: DrainSignal | None = None,
+        decode_pool: ThreadPoolExecutor | None = None,
+        run_lock: threading.Lock | None = None,
     ) -> None:
+        """``decode_pool``: shared by every model (default: one of its own); ``run_lock``:
+        held while the model runs, so models sharing the cores take turns (default: none)."""
         self.runtime = runtime
         self.settings = settings
         self.card = runtime.card
@@ -67,7 +76,7 @@ class InferenceService:
             runtime.provider, settings.max_batch_size, settings.max_batch_delay_ms
         )
         self.batcher = DynamicBatcher(
-            runtime.run,
+            runtime.run if run_lock is None else _taking_turns(runtime.run, run_lock),
             max_batch_size=self.max_batch_size,
             max_delay_s=self.max_batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,
@@ -76,7 +85,8 @@ class InferenceService:
             self.batcher, max_queue=settings.max_queue, max_wait_s=settings.max_queue_wait_s
         )
         self.drain = drain or DrainSignal(settings.drain_timeout_s)
-        self._decode_pool = ThreadPoolExecutor(
+        self._owns_pool = decode_pool is None
+        self._decode_pool = decode_pool or ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
         )
         self.ready = False
@@ -88,6 +98,11 @@ class InferenceService:
         self.batcher.start()
         self._warmup = asyncio.get_running_loop().create_task(self._warm_up(), name="warm-up")
 
+    async def warmed_up(self) -> None:
+        """Returns once warm-up is done (the service is ready); raises what warm-up raised."""
+        assert self._warmup is not None, "start() first"
+        await asyncio.shield(self._warmup)
+
     async def _warm_up(self) -> None:
         sizes = self.runtime.warm_up_sizes(self.max_batch_size)
         self.warmup_seconds = await asyncio.to_thread(self.runtime.warm_up, sizes)
@@ -96,18 +111,18 @@ class InferenceService:
         self.batcher.stats.seconds_per_image = self.warmup_seconds[largest] / largest
         self.ready = True
         logger.info(
-            "warm-up done (batch sizes %s: %s); ready",
+            "%s/%s: warm-up done (batch sizes %s: %s); ready", self.card.name, self.card.version,
             sizes, ", ".join(f"{s:.2f}s" for s in self.warmup_seconds.values()),
         )  # fmt: skip
 
-    async def stop(self) -> None:
-        """Drain: finish queued and in-flight work, then release threads."""
+    async def close(self, timeout_s: float) -> None:
+        """Take no new work, run what is queued within ``timeout_s``, then release threads."""
         self.ready = False
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
-        left_s = self.drain.deadline - asyncio.get_running_loop().time()
-        await self.batcher.close(timeout_s=max(0.0, min(left_s, self.settings.request_timeout_s)))
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        await self.batcher.close(timeout_s=timeout_s)
+        if self._owns_pool:
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     def admit(self) -> Ticket | Refusal:
         """Whether a new request can be served in time, decided before its body is read."""
@@ -155,6 +170,17 @@ class InferenceService:
         timeout_s = self._accept(len(images), timeout_s)
         deadline = asyncio.get_running_loop().time() + timeout_s
         return await self._queue(images, deadline, timeout_s, client_gone, ticket)
+
+    def admit_now(self) -> Ticket:
+        """:meth:`admit` for a request whose model was only known from its body: the ticket,
+        or the refusal raised as its error."""
+        decision = self.admit()
+        if isinstance(decision, Refusal):
+            errors = {"not_ready": NotReady, "shutting_down": ShuttingDown}
+            raise errors.get(decision.code, Overloaded)(
+                decision.message, retry_after_s=decision.retry_after_s
+            )
+        return decision
 
     def require_ready(self) -> None:
         """503 ``not_ready`` until the model is warm (and once the drain has begun)."""
@@ -262,15 +288,12 @@ class InferenceService:
         )
 
 
-def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """(index, score) of the k largest probabilities, descending (ties: lower index first)."""
-    k = min(k, probabilities.shape[0])
-    candidates = np.argpartition(-probabilities, k - 1)[:k]
-    order = sorted(candidates.tolist(), key=lambda i: (-float(probabilities[i]), i))
-    return [(int(i), float(probabilities[i])) for i in order]
+def _taking_turns(run: RunBatch, lock: threading.Lock) -> RunBatch:
+    """``run`` holding ``lock``: each run already uses every core, so two models running at
+    once would only time-slice them (and evict each other's caches)."""
 
+    def run_exclusive(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with lock:
+            return run(images)
 
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Unit-length vector (a zero vector stays zero)."""
-    norm = float(np.linalg.norm(features))
-    return features / norm if norm > 0 else features
+    return run_exclusive

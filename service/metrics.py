@@ -2,11 +2,13 @@
 
 Each app gets its own registry (several apps can live in one process, as in tests).
 The batcher's counters have one source of truth, :class:`~service.batcher.BatcherStats`;
-a custom collector exports them at scrape time instead of mirroring every increment.
+a custom collector exports them at scrape time, per model version, instead of mirroring
+every increment.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 
@@ -20,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batcher import DynamicBatcher
+from service.repository.repository import ModelRepository
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # xception_rejected{reason=...} ← the BatcherStats counter it exports.
@@ -33,43 +35,70 @@ REJECTION_REASONS = {
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class BatcherCollector(Collector):
-    """Exports a batcher's stats and queue depth at scrape time."""
+class RepositoryCollector(Collector):
+    """Exports every loaded version's batcher stats and queue depth, labelled ``model`` and
+    ``version``, and each known version's state, at scrape time."""
 
-    def __init__(self, batcher: DynamicBatcher) -> None:
-        self.batcher = batcher
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.batcher.stats
-        counts = stats.counters()
-        yield GaugeMetricFamily(
-            "xception_queue_depth", "Images waiting for inference", value=self.batcher.queue_depth
+        labels = ["model", "version"]
+        state = GaugeMetricFamily(
+            "xception_model_state",
+            "1 for the state each model version is in",
+            labels=[*labels, "state"],
         )
-        yield CounterMetricFamily(
-            "xception_images", "Images run through the model", counts["images"]
-        )
-        yield CounterMetricFamily("xception_batches", "Batches run", counts["batches"])
-        yield CounterMetricFamily(
-            "xception_failed_batches", "Batches whose inference raised", counts["failed_batches"]
-        )
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "queue_depth": GaugeMetricFamily(
+                "xception_queue_depth", "Images waiting for inference", labels=labels
+            ),
+            "images": CounterMetricFamily(
+                "xception_images", "Images run through the model", labels=labels
+            ),
+            "batches": CounterMetricFamily("xception_batches", "Batches run", labels=labels),
+            "failed_batches": CounterMetricFamily(
+                "xception_failed_batches", "Batches whose inference raised", labels=labels
+            ),
+            "inference_seconds": CounterMetricFamily(
+                "xception_inference_seconds", "Time spent in the model", labels=labels
+            ),
+        }
         rejected = CounterMetricFamily(
-            "xception_rejected", "Work refused or dropped before inference", labels=["reason"]
+            "xception_rejected",
+            "Work refused or dropped before inference",
+            labels=[*labels, "reason"],
         )
-        for reason, key in REJECTION_REASONS.items():
-            rejected.add_metric([reason], counts[key])
+        batch_size = HistogramMetricFamily("xception_batch_size", "Images per batch", labels=labels)
+        for (name, version), entry in sorted(self.repository.versions.items()):
+            state.add_metric([name, version, entry.state], 1)
+            if entry.service is None:
+                continue
+            batcher = entry.service.batcher
+            counts = {**batcher.stats.counters(), "queue_depth": batcher.queue_depth}
+            for key, family in families.items():
+                family.add_metric([name, version], counts[key])
+            for reason, key in REJECTION_REASONS.items():
+                rejected.add_metric([name, version, reason], counts[key])
+            buckets, total = _histogram(batcher.stats.batch_sizes, batcher.stats.batches)
+            batch_size.add_metric([name, version], buckets, total)
+        yield state
+        yield from families.values()
         yield rejected
-        buckets, cumulative = [], 0
-        for bound in BATCH_BUCKETS:
-            cumulative += sum(n for size, n in stats.batch_sizes.items() if _bucket(size) == bound)
-            buckets.append((str(bound), cumulative))
-        buckets.append(("+Inf", stats.batches))
-        total_images = sum(size * n for size, n in stats.batch_sizes.items())
-        yield HistogramMetricFamily(
-            "xception_batch_size", "Images per batch", buckets=buckets, sum_value=total_images
-        )
-        yield CounterMetricFamily(
-            "xception_inference_seconds", "Time spent in the model", counts["inference_seconds"]
-        )
+        yield batch_size
+
+
+def _histogram(
+    sizes: collections.Counter[int], batches: int
+) -> tuple[list[tuple[str, float]], int]:
+    """Cumulative buckets of batch sizes, and the images they held."""
+    buckets: list[tuple[str, float]] = []
+    cumulative = 0
+    for bound in BATCH_BUCKETS:
+        cumulative += sum(n for size, n in sizes.items() if _bucket(size) == bound)
+        buckets.append((str(bound), cumulative))
+    buckets.append(("+Inf", batches))
+    return buckets, sum(size * n for size, n in sizes.items())
 
 
 def _bucket(size: int) -> int | None:

@@ -54,10 +54,14 @@ class Status(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    """The model card plus the live runtime (provider, batching settings, counters)."""
+    """Every model version with its state; ``card``/``runtime``: the default model's."""
 
-    card: dict[str, Any]
-    runtime: dict[str, Any]
+    default_model: str | None
+    version_policy: str
+    ready: bool
+    models: list[dict[str, Any]]
+    card: dict[str, Any] | None
+    runtime: dict[str, Any] | None
 
 
 # /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import warnings
@@ -81,12 +80,3 @@ def embed_card(path: Path, card: ModelCard) -> None:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ExportError(f"onnx.checker rejected the exported model: {first}") from exc
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

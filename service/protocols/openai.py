@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from service.admission import Ticket
-from service.errors import ModelNotFound
-from service.inference import ClientGone, InferenceService, l2_normalize
+from service.inference import ClientGone, InferenceService
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
 from service.protocols.uploads import Upload, source_error
+from service.results import l2_normalize
 
 
 class EmbeddingsRequest(BaseModel):
@@ -30,6 +30,12 @@ class EmbeddingsRequest(BaseModel):
     user: str | None = None  # accepted for compatibility; not used
 
 
+def model_ref(model: str) -> tuple[str, str | None]:
+    """``"name"`` or ``"name/version"`` → (name, version or None: the newest)."""
+    name, _, version = model.partition("/")
+    return name, version or None
+
+
 async def embed(
     service: InferenceService,
     request: EmbeddingsRequest,
@@ -37,13 +43,9 @@ async def embed(
     client_gone: ClientGone,
     ticket: Ticket | None,
 ) -> dict[str, Any]:
-    """The OpenAI embeddings response for ``request``."""
+    """The OpenAI embeddings response for ``request``, from ``service`` (the version its
+    ``model`` routes to: :func:`model_ref`)."""
     card = service.card
-    versioned = f"{card.name}/{card.version}"
-    if request.model not in (card.name, versioned):
-        raise ModelNotFound(
-            f"model {request.model!r} is not served here; use {card.name!r} (or {versioned!r})"
-        )
     items = [request.input] if isinstance(request.input, str) else request.input
     service.check_count(len(items))  # before fetching or decoding any of them
     uploads = [
@@ -62,7 +64,7 @@ async def embed(
     return {
         "object": "list",
         "data": data,
-        "model": versioned,
+        "model": f"{card.name}/{card.version}",
         # Images are not tokens; the fields are there because clients expect them.
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     }

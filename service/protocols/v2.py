@@ -16,8 +16,8 @@ import numpy as np
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from service.admission import Ticket
 from service.batcher import Rows
-from service.errors import InvalidTensor, ModelNotFound
-from service.inference import ClientGone, InferenceService, top_k
+from service.errors import InvalidTensor
+from service.inference import ClientGone, InferenceService
 from service.protocols.uploads import Upload
 from service.protocols.v2_codec import (
     InferRequest,
@@ -26,27 +26,20 @@ from service.protocols.v2_codec import (
     encode_response,
     parse_request,
 )
+from service.results import top_k
 from service.tracing import REQUEST_ID, sane
 
 BYTES_INPUT = "image_bytes"
 PLATFORM = "onnx_onnxv1"
 
 
-def check_model(card: ModelCard, name: str, version: str | None) -> None:
-    """404 unless ``name`` (and ``version``, when given) is the model served."""
-    if name != card.name or (version is not None and version != card.version):
-        asked = name if version is None else f"{name} version {version}"
-        raise ModelNotFound(
-            f"unknown model {asked!r}; this server serves {card.name!r} version {card.version!r}"
-        )
-
-
-def model_metadata(card: ModelCard) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: the inputs and outputs, with -1 for the batch axis."""
+def model_metadata(card: ModelCard, versions: list[str]) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the inputs and outputs, with -1 for the batch axis, and the
+    model's ``versions`` ready to serve."""
     height, width = card.input_size
     return {
         "name": card.name,
-        "versions": [card.version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": [
             {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, height, width, 3]},

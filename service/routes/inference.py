@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from service.config import Settings
-from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings
+from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings, routed
 from service.errors import InvalidParameter
-from service.inference import l2_normalize, top_k
-from service.protocols.openai import EmbeddingsRequest, embed
+from service.protocols.openai import EmbeddingsRequest, embed, model_ref
+from service.results import l2_normalize, top_k
 from service.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
@@ -24,7 +24,7 @@ from service.schemas import (
 
 ERRORS = {
     code: {"model": ErrorResponse}
-    for code in (400, 401, 408, 413, 415, 422, 431, 499, 500, 503, 504)
+    for code in (400, 401, 404, 408, 413, 415, 422, 431, 499, 500, 503, 504)
 }
 router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
 # Predictions per image when top_k is not given (fewer when the model has fewer classes).
@@ -41,7 +41,8 @@ async def classify(
         Query(alias="top_k", ge=1, description="predictions per image (default: 5, at most C)"),
     ] = None,
 ) -> ClassifyResponse:
-    """Top-k labels for each uploaded image, in upload order."""
+    """Top-k labels for each uploaded image, in upload order, from the model ``?model=``
+    and ``?version=`` name (default: the default model's newest version)."""
     if k is None:
         k = min(DEFAULT_TOP_K, service.card.num_classes)
     elif k > service.card.num_classes:
@@ -87,10 +88,12 @@ async def features(
 
 @router.post("/v1/embeddings")
 async def embeddings(
+    request: Request,
     body: EmbeddingsRequest,
     caller: CallerDep,
-    service: ServiceDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict[str, Any]:
-    """OpenAI-style image embeddings (L2-normalised features); see service.protocols.openai."""
-    return await embed(service, body, settings.url_policy, caller.gone, caller.ticket)
+    """OpenAI-style image embeddings (L2-normalised features) from the model ``model`` names
+    (``name`` or ``name/version``); see service.protocols.openai."""
+    with routed(request, *model_ref(body.model), admit=True) as service:
+        return await embed(service, body, settings.url_policy, caller.gone, caller.ticket)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import onnxruntime as ort
 import pytest
 
 from artifact.card import ModelCard
-from export.onnx.writer import sha256_of
 
 CARD_FIELDS = {
     "name", "version", "arch", "weights", "input_size", "resize", "mean", "std", "num_classes",
@@ -64,7 +64,8 @@ def test_card_in_metadata_equals_model_json(exported_model: Path) -> None:
     assert {
         k: v for k, v in on_disk.items() if k not in ("onnx_sha256", "verification")
     } == embedded
-    assert on_disk["onnx_sha256"] == sha256_of(exported_model / "model.onnx")
+    onnx_bytes = (exported_model / "model.onnx").read_bytes()
+    assert on_disk["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
     assert json.loads(meta.custom_metadata_map["labels"]) == on_disk["labels"]
 
 

@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 from bench.loadgen import ServiceProcess
 from service.app import create_app
 from service.config import Settings
+from service.inference import InferenceService
+from service.repository.repository import ModelRepository
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -50,6 +52,14 @@ def client(exported_model: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(exported_model, max_files=8))) as test_client:
         wait_ready(test_client)
         yield test_client
+
+
+def served(client: TestClient) -> InferenceService:
+    """The service of the default model's newest ready version in ``client``'s app."""
+    repository: ModelRepository = client.app.state.repository  # type: ignore[attr-defined]
+    service = repository.resolve(None, None).service
+    assert service is not None
+    return service
 
 
 def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, io.BytesIO, str]]]:

@@ -259,15 +259,16 @@ def test_health_models_metrics_docs(client: TestClient) -> None:
     after = client.get("/metrics").text
     assert metric(after, ok) - metric(before, ok) == 1
     assert metric(after, bad) - metric(before, bad) == 1
-    images = "xception_images_total"
+    images = 'xception_images_total{model="xception",version="1"}'
     assert metric(after, images) - metric(before, images) == 2
     assert metric(after, images) == counters["images"]  # one source for both exports
     for name in (
         "xception_http_request_duration_seconds_bucket",
         "xception_batch_size_bucket",
-        "xception_queue_depth",
-        'xception_rejected_total{reason="queue_full"}',
-        'xception_rejected_total{reason="queue_wait"}',
+        'xception_queue_depth{model="xception",version="1"}',
+        'xception_rejected_total{model="xception",reason="queue_full",version="1"}',
+        'xception_rejected_total{model="xception",reason="queue_wait",version="1"}',
+        'xception_model_state{model="xception",state="ready",version="1"}',
     ):
         assert name in after, name
     assert client.get("/docs").status_code == 200

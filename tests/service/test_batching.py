@@ -27,7 +27,7 @@ from service.batcher import (
     DynamicBatcher,
     QueueFull,
 )
-from tests.service.conftest import files, image_bytes, make_settings, wait_ready
+from tests.service.conftest import files, image_bytes, make_settings, served, wait_ready
 from tests.service.test_api import assert_envelope
 
 CAT = image_bytes("chelsea.jpg")
@@ -139,7 +139,9 @@ def test_tiny_timeout_gives_504(exported_model: Path) -> None:
 
 def test_not_ready_gives_503(exported_model: Path) -> None:
     with TestClient(create_app(make_settings(exported_model))) as app:
-        app.app.state.service.ready = False  # type: ignore[attr-defined]
+        wait_ready(app)
+        # As while a (new) version warms up: not routable yet.
+        app.app.state.repository.resolve(None, None).state = "loading"  # type: ignore[attr-defined]
         response = app.post("/classify", files=files(("c.jpg", CAT)))
         assert_envelope(response, 503, "not_ready")
         assert "Retry-After" in response.headers
@@ -296,7 +298,7 @@ def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> N
     settings = make_settings(exported_model, max_queue_wait_s=1.5)
     with TestClient(create_app(settings)) as app:
         wait_ready(app)
-        service = app.app.state.service  # type: ignore[attr-defined]
+        service = served(app)
         service.batcher.stats.seconds_per_image = 1.5  # as if the model had slowed down
         held = [service.admit(), service.admit()]
         assert all(isinstance(ticket, Ticket) for ticket in held)

@@ -111,7 +111,7 @@ def test_bad_inputs_name_their_index(
 
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError, match="not served here"):
+    with pytest.raises(openai.NotFoundError, match="is not served; served: xception"):
         client.embeddings.create(model="text-embedding-3-small", input=[data_uri("coffee.png")])
 
 

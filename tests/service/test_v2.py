@@ -150,7 +150,7 @@ def test_concurrent_requests_share_batches(
     [
         ("xception", [1, 10, 10, 3], "UINT8", "must be UINT8 [N, 299, 299, 3]"),
         ("xception", [1, 299, 299, 3], "FP32", "must be UINT8 [N, 299, 299, 3]"),
-        ("resnet", [1, 299, 299, 3], "UINT8", "unknown model 'resnet'"),
+        ("resnet", [1, 299, 299, 3], "UINT8", "model 'resnet' is not served"),
     ],
     ids=["shape", "datatype", "model"],
 )
@@ -191,11 +191,11 @@ def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -
 
     from service.admission import Ticket
     from service.app import create_app
-    from tests.service.conftest import make_settings, wait_ready
+    from tests.service.conftest import make_settings, served, wait_ready
 
     with TestClient(create_app(make_settings(exported_model, max_queue_wait_s=1.5))) as app:
         wait_ready(app)
-        service = app.app.state.service  # type: ignore[attr-defined]
+        service = served(app)
         service.batcher.stats.seconds_per_image = 1.5
         held = [service.admit(), service.admit()]  # two requests whose bodies are arriving
         assert all(isinstance(ticket, Ticket) for ticket in held)

@@ -1,0 +1,292 @@
+"""The model repository: every version the server knows, which ones serve, and routing.
+
+Two sources: ``XCEPTION_MODEL_REPOSITORY`` (every ``<name>/<version>`` published under a
+folder, rescanned every ``XCEPTION_POLL_S`` and on ``POST /v2/repository/...``), or
+``XCEPTION_MODEL`` (one model, as before). A rescan (:meth:`ModelRepository.reconcile`)
+loads what the version policy wants and is not loaded — warmed up before it takes traffic —
+and only once those are ready drains what the policy no longer wants. A version that fails to
+load is reported, remembered until its files change, and never displaces a working one.
+
+Budget on a few cores: every session keeps ONNX Runtime's per-session thread pool sized to
+all cores (idle threads sleep; nothing spins), and a lock lets one model run at a time, so
+two models never time-slice the same cores. Decoding uses one pool for all models. Memory:
+one session per loaded version (the policy's ``latest`` keeps one per model, two for a
+moment during a rollout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from artifact.repository import check_identity, scan_repository, signature_of, verify_version
+from artifact.runtime import ModelRuntime
+from service.config import Settings
+from service.errors import InvalidParameter, ModelLoadFailed, ModelNotFound, NotReady
+from service.inference import NOT_READY_RETRY_AFTER_S, InferenceService
+from service.limits import DrainSignal
+from service.repository.version import ModelVersion
+
+logger = logging.getLogger("service.repository")
+
+Found = dict[str, dict[str, Path]]  # {name: {version: folder}}
+
+
+class ModelRepository:
+    """Owns every :class:`ModelVersion`, the shared decode pool and the run lock."""
+
+    def __init__(
+        self, settings: Settings, drain: DrainSignal, preloaded: ModelRuntime | None = None
+    ) -> None:
+        """``preloaded``: single-model mode's runtime, loaded before the server starts."""
+        self.settings = settings
+        self.drain = drain
+        self.policy = settings.policy
+        self.versions: dict[tuple[str, str], ModelVersion] = {}
+        self.held: set[str] = set()  # unloaded on request: scans leave them alone until loaded
+        self.found: Found = {}
+        self.scanned = False
+        self._preloaded = preloaded
+        self._single: Found | None = None
+        if settings.model_repository is None:
+            assert preloaded is not None, "single-model mode: load the runtime first"
+            self._single = {preloaded.card.name: {preloaded.card.version: settings.model}}
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.run_lock = threading.Lock()
+        # Sessions and batchers are built on this thread, started now: the threads they create
+        # inherit its priority, not the (lowered) one of the event loop (service.priority).
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self._loader.submit(lambda: None).result()
+        self._reconciling = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- scanning and loading ------------------------------------------------------------
+
+    async def reconcile(self, names: list[str] | None = None, retry_failed: bool = False) -> None:
+        """Rescan; load what the policy wants, then drain what it no longer wants."""
+        async with self._reconciling:
+            self.found = await asyncio.to_thread(self._scan)
+            self._forget_gone()
+            known = {name for name, _ in self.versions} | set(self.found)
+            for name in sorted(known if names is None else names):
+                if name not in self.held:
+                    await self._reconcile_model(name, self.found.get(name, {}), retry_failed)
+            self.scanned = True
+
+    def _scan(self) -> Found:
+        if self._single is not None:
+            return self._single
+        assert self.settings.model_repository is not None
+        return scan_repository(self.settings.model_repository)
+
+    def _forget_gone(self) -> None:
+        """Drop what is neither on disk nor loaded."""
+        for key, entry in list(self.versions.items()):
+            on_disk = key[1] in self.found.get(key[0], {})
+            if not on_disk and entry.state in ("unloaded", "failed"):
+                del self.versions[key]
+
+    async def refresh(self) -> None:
+        """Rescan without loading or unloading: new versions are listed, as not loaded."""
+        async with self._reconciling:
+            self.found = await asyncio.to_thread(self._scan)
+            self._forget_gone()
+            for name, on_disk in self.found.items():
+                self._register(name, on_disk, retry=False)
+
+    def _register(self, name: str, on_disk: dict[str, Path], retry: bool) -> None:
+        """An entry for every version on disk; failed ones whose files changed may retry."""
+        for version, folder in on_disk.items():
+            entry = self.versions.setdefault(
+                (name, version), ModelVersion(name, version, folder, None)
+            )
+            changed = self._signature(folder) != entry.signature
+            if entry.state == "failed" and (changed or retry):
+                entry.state = "unloaded"  # its files changed (or a load was asked for): retry
+
+    async def _reconcile_model(self, name: str, on_disk: dict[str, Path], retry: bool) -> None:
+        self._register(name, on_disk, retry)
+        for version in self._target(name, on_disk):
+            entry = self.versions[(name, version)]
+            if entry.state == "unloaded":
+                entry.signature = self._signature(entry.path)
+                await entry.load(functools.partial(self._build, entry))
+        target = self._target(name, on_disk)  # without the versions that just failed
+        if any(self.versions[(name, v)].state != "ready" for v in target):
+            return  # keep what serves until every wanted version does
+        for entry in self.of(name):
+            if entry.version not in target and entry.state in ("ready", "loading"):
+                why = (
+                    f"superseded (policy {self.policy}: {', '.join(target)})"
+                    if entry.version in on_disk
+                    else "removed from the repository"
+                )
+                self._in_background(entry.unload(why, self.settings.drain_timeout_s))
+
+    def _target(self, name: str, on_disk: dict[str, Path]) -> list[str]:
+        usable = [v for v in on_disk if self.versions[(name, v)].state != "failed"]
+        return self.policy.select(usable)
+
+    def _signature(self, folder: Path) -> tuple[int, int, int, int] | None:
+        try:
+            return signature_of(folder) if self._single is None else None
+        except OSError:  # removed since the scan
+            return None
+
+    async def _build(self, entry: ModelVersion) -> InferenceService:
+        """Verify and load ``entry`` on the loader thread (the event loop keeps serving)."""
+        loop = asyncio.get_running_loop()
+        runtime = self._preloaded
+        self._preloaded = None  # used once; a reload reads the file again
+        if runtime is None:
+            if self._single is None:
+                await loop.run_in_executor(self._loader, verify_version, entry.path)
+            runtime = await loop.run_in_executor(self._loader, self.load_runtime, entry.path)
+        if self._single is None:
+            check_identity(runtime.card, entry.path, "the card inside model.onnx")
+        return await loop.run_in_executor(self._loader, self._service_for, runtime)
+
+    def load_runtime(self, folder: Path) -> ModelRuntime:
+        """The ONNX Runtime session for a version folder (or single-model file)."""
+        settings = self.settings
+        path = settings.model_file if self._single is not None else folder / "model.onnx"
+        return ModelRuntime(path, settings.device, settings.intra_op_threads, settings.ort_spinning)
+
+    def _service_for(self, runtime: ModelRuntime) -> InferenceService:
+        return InferenceService(runtime, self.settings, self.drain, self.decode_pool, self.run_lock)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- explicit control ----------------------------------------------------------------
+
+    async def load_model(self, name: str) -> list[ModelVersion]:
+        """Serve ``name`` again (after an unload) and retry its failed versions; its ready
+        versions, or ModelLoadFailed with each version's reason."""
+        self.held.discard(name)
+        await self.reconcile([name], retry_failed=True)
+        if name not in self.found:
+            raise ModelNotFound(f"no model {name!r} in the repository; {self.listing()}")
+        ready = [e for e in self.of(name) if e.state == "ready"]
+        if not ready:
+            reasons = "; ".join(f"version {e.version}: {e.reason}" for e in self.of(name))
+            raise ModelLoadFailed(f"model {name!r} could not be loaded: {reasons}")
+        return ready
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` (every version drains first) until it is loaded again."""
+        if not self.of(name):
+            raise ModelNotFound(f"unknown model {name!r}; {self.listing()}")
+        async with self._reconciling:
+            self.held.add(name)
+            await asyncio.gather(
+                *(
+                    entry.unload("unloaded on request", self.settings.drain_timeout_s)
+                    for entry in self.of(name)
+                    if entry.state in ("ready", "loading")
+                )
+            )
+
+    # -- routing -------------------------------------------------------------------------
+
+    def of(self, name: str) -> list[ModelVersion]:
+        """Every known version of ``name``, newest first."""
+        entries = [entry for (n, _), entry in self.versions.items() if n == name]
+        return sorted(entries, key=lambda entry: int(entry.version), reverse=True)
+
+    def resolve(self, name: str | None, version: str | None) -> ModelVersion:
+        """The ready version a request for ``name`` (default model when None) and ``version``
+        (newest ready when None) goes to; 404 listing what is served, or 503 while loading."""
+        name = self.default_name() if name is None else name
+        entries = self.of(name)
+        if version is not None:
+            entries = [entry for entry in entries if entry.version == version]
+        if ready := [entry for entry in entries if entry.state == "ready"]:
+            return ready[0]
+        asked = name if version is None else f"{name!r} version {version!r}"
+        if any(entry.state == "loading" for entry in entries) or not self.scanned:
+            raise NotReady(
+                f"model {asked!r} is loading/warming up; retry shortly",
+                retry_after_s=NOT_READY_RETRY_AFTER_S,
+            )
+        state = f" ({entries[0].state})" if entries else ""
+        raise ModelNotFound(f"model {asked!r} is not served{state}; {self.listing()}")
+
+    def default_name(self) -> str:
+        """``XCEPTION_DEFAULT_MODEL``, else the only model there is."""
+        if self.settings.default_model is not None:
+            return self.settings.default_model
+        names = sorted({name for name, _ in self.versions if name not in self.held})
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            if not self.scanned:
+                raise NotReady("the model repository is loading", retry_after_s=5)
+            raise ModelNotFound(f"no model is served; {self.listing()}")
+        raise InvalidParameter(
+            f"{len(names)} models are served ({', '.join(names)}): name one with ?model= "
+            "(or set XCEPTION_DEFAULT_MODEL)"
+        )
+
+    def listing(self) -> str:
+        """What is served, for error messages: ``served: a (versions 2, 1), b (version 1)``."""
+        served = []
+        for name in sorted({name for name, _ in self.versions}):
+            ready = [e.version for e in self.of(name) if e.state == "ready"]
+            if ready:
+                label = "version" if len(ready) == 1 else "versions"
+                served.append(f"{name} ({label} {', '.join(ready)})")
+        return "served: " + (", ".join(served) if served else "nothing")
+
+    def readiness(self) -> str | None:
+        """None when every model that should be served has a ready version; else why not."""
+        if self.drain.draining:
+            return "shutting down"
+        if not self.scanned:
+            return "loading the model repository"
+        wanted = sorted(name for name in self.found if name not in self.held)
+        if not wanted:
+            return "no model to serve (the repository has no published version)"
+        missing = []
+        for name in wanted:
+            entries = self.of(name)
+            if entries and not any(entry.state == "ready" for entry in entries):
+                newest = entries[0]
+                why = f" ({newest.reason})" if newest.reason else ""
+                missing.append(f"{name} version {newest.version}: {newest.state}{why}")
+        return "; ".join(missing) or None
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def poll(self, interval_s: float) -> None:
+        """Rescan every ``interval_s`` until cancelled; a failed scan is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reconcile()
+            except Exception:  # a bad folder must not end polling
+                logger.exception("repository scan failed")
+
+    async def stop(self) -> None:
+        """Drain every loaded version within the drain time, then release the pools."""
+        left_s = max(0.0, self.drain.deadline - asyncio.get_running_loop().time())
+        timeout_s = min(left_s, self.settings.request_timeout_s)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(
+            *(
+                entry.unload("shutting down", timeout_s)
+                for entry in self.versions.values()
+                if entry.service is not None
+            )
+        )
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
