@@ -44,14 +44,16 @@ class ServiceProcess:
     Shared by the benchmark and the tests that need a real server process.
     """
 
-    def __init__(self, model: Path, settings: Mapping[str, object]) -> None:
+    def __init__(self, model: Path | None, settings: Mapping[str, object]) -> None:
+        """``model``: the single model to serve, or None when ``settings`` name a
+        ``model_repository``."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "XCEPTION_LOG_LEVEL": "warning"}  # settings may override it
         env.update({f"XCEPTION_{k.upper()}": str(v) for k, v in settings.items()})
-        env.update(
-            XCEPTION_MODEL=str(model), XCEPTION_HOST="127.0.0.1", XCEPTION_PORT=str(self.port)
-        )
+        env.update(XCEPTION_HOST="127.0.0.1", XCEPTION_PORT=str(self.port))
+        if model is not None:
+            env["XCEPTION_MODEL"] = str(model)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service"],
             env=env,

@@ -17,7 +17,8 @@ logger = logging.getLogger("service.cli")
 
 def main(argv: list[str] | None = None) -> int:
     """Validate settings (one line per bad variable, exit 2), load the model (one line and
-    exit 1 if it cannot be used), then serve until SIGTERM/SIGINT."""
+    exit 1 if it cannot be used; in repository mode models load in the background and
+    failures are reported), then serve until SIGTERM/SIGINT."""
     argparse.ArgumentParser(
         prog="xception-serve",
         description="Serve an exported model over HTTP (POST /classify, POST /features).",
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     from service.app import create_app, load_runtime
     from service.server import serve
 
-    try:
-        runtime = load_runtime(settings)
-    except ModelLoadError as exc:
-        print(f"xception-serve: {exc}", file=sys.stderr)
-        return 1
+    runtime = None
+    if settings.model_repository is None:  # one model: it must load, or nothing is served
+        try:
+            runtime = load_runtime(settings)
+        except ModelLoadError as exc:
+            print(f"xception-serve: {exc}", file=sys.stderr)
+            return 1
     serve(create_app(settings, runtime), settings)
     return 0
 

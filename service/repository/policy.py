@@ -30,4 +30,6 @@ class VersionPolicy:
         return ordered if self.newest is None else ordered[: self.newest]
 
     def __str__(self) -> str:
-        return "all" if self.newest is None else f"latest:{self.newest}"
+        if self.newest is None:
+            return "all"
+        return "latest" if self.newest == 1 else f"latest:{self.newest}"

@@ -52,7 +52,7 @@ class ModelRepository:
         self.held: set[str] = set()  # unloaded on request: scans leave them alone until loaded
         self.found: Found = {}
         self.scanned = False
-        self._preloaded = preloaded
+        self._preloaded = preloaded if settings.model_repository is None else None
         self._single: Found | None = None
         if settings.model_repository is None:
             assert preloaded is not None, "single-model mode: load the runtime first"

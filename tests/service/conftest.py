@@ -25,16 +25,18 @@ def image_bytes(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
-def make_settings(model: Path, **overrides: Any) -> Settings:
-    """Test settings: CPU, small batches (quick warm-up), everything else as given."""
+def make_settings(model: Path | None, **overrides: Any) -> Settings:
+    """Test settings: CPU, small batches (quick warm-up), everything else as given
+    (``model`` None: repository mode, ``model_repository=`` among the overrides)."""
     values: dict[str, Any] = {
-        "model": model,
         "device": "cpu",
         "max_batch_size": 4,
         "max_batch_delay_ms": 20,
         "ort_threads": 2,
         "decode_threads": 2,
     }
+    if model is not None:
+        values["model"] = model
     values.update(overrides)
     return Settings(**values)
 
@@ -68,8 +70,9 @@ def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, io.BytesIO, s
 
 
 @contextmanager
-def live_service(model: Path, settings: Mapping[str, object]) -> Iterator[ServiceProcess]:
-    """An ``xception-serve`` process on a free loopback port, warm; stopped afterwards."""
+def live_service(model: Path | None, settings: Mapping[str, object]) -> Iterator[ServiceProcess]:
+    """An ``xception-serve`` process on a free loopback port, warm; stopped afterwards
+    (``model`` None: ``settings`` name a ``model_repository``)."""
     live = ServiceProcess(model, settings)
     try:
         live.wait_ready()

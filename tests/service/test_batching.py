@@ -300,7 +300,7 @@ def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> N
         wait_ready(app)
         service = served(app)
         service.batcher.stats.seconds_per_image = 1.5  # as if the model had slowed down
-        held = [service.admit(), service.admit()]
+        held = [service.admit_now(), service.admit_now()]
         assert all(isinstance(ticket, Ticket) for ticket in held)
         response = app.post("/classify", files=files(("cat.jpg", CAT)))
         assert_envelope(response, 503, "overloaded")

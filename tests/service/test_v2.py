@@ -197,7 +197,7 @@ def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -
         wait_ready(app)
         service = served(app)
         service.batcher.stats.seconds_per_image = 1.5
-        held = [service.admit(), service.admit()]  # two requests whose bodies are arriving
+        held = [service.admit_now(), service.admit_now()]  # two requests whose bodies are arriving
         assert all(isinstance(ticket, Ticket) for ticket in held)
         encoded = base64.b64encode(image_bytes("chelsea.jpg")).decode()
         tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [encoded]}

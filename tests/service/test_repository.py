@@ -1,0 +1,334 @@
+"""Repository mode: two real models (random-weights Xception and ResNet-18) in one server,
+routed by name and version, new versions rolled out under traffic, broken ones refused,
+and Triton's repository extension driven by the real ``tritonclient``.
+
+Versions are published the way ``xception-export`` publishes them: complete in a hidden
+folder, then renamed into place (``publish``); broken versions are crafted from real files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import tritonclient.http as triton
+from fastapi.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+from artifact.card import ModelCard
+from artifact.preprocess import Preprocessor
+from bench.loadgen import ServiceProcess
+from export.options import ExportOptions
+from export.pipeline import export_model
+from service.app import create_app
+from service.repository.policy import VersionPolicy
+from tests.service.conftest import files, image_bytes, live_service, make_settings, wait_ready
+from tests.service.test_api import assert_envelope
+
+CAT = image_bytes("chelsea.jpg")
+LIVE = {"device": "cpu", "max_batch_size": 4, "max_batch_delay_ms": 5, "ort_threads": 2,
+        "max_queue_wait_s": 60, "drain_timeout_s": 20}  # fmt: skip
+
+
+def export_resnet18(out: Path, seed: int) -> Path:
+    """A random-weights ResNet-18 published at ``out`` (``<name>/<version>``) by the exporter."""
+    torch.manual_seed(seed)
+    export_model(ExportOptions(out=out, arch="resnet18", weights="none"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def resnet18_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_resnet18(tmp_path_factory.mktemp("store") / "resnet18" / "1", seed=1)
+
+
+def publish(source: Path, repository: Path, name: str, version: str) -> Path:
+    """Copy a version folder in atomically, as xception-export does (hidden work folder,
+    then one rename), hard-linking the big file."""
+    target = repository / name / version
+    work = target.parent / f".{version}.partial-test"
+    work.mkdir(parents=True)
+    for item in source.iterdir():
+        os.link(item, work / item.name)
+    work.rename(target)
+    return target
+
+
+@pytest.fixture
+def repository(tmp_path: Path, exported_model: Path, resnet18_v1: Path) -> Path:
+    root = tmp_path / "models"
+    publish(exported_model, root, "xception", "1")
+    publish(resnet18_v1, root, "resnet18", "1")
+    return root
+
+
+def classify(url: str, **params: str) -> httpx.Response:
+    return httpx.post(f"{url}/classify", params=params, files=files(("cat.jpg", CAT)), timeout=60)
+
+
+def index(url: str) -> dict[tuple[str, str], dict[str, str]]:
+    rows = httpx.post(f"{url}/v2/repository/index", timeout=30).json()
+    return {(row["name"], row["version"]): row for row in rows}
+
+
+def wait_until(condition: object, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_version_policy_selects_the_newest() -> None:
+    versions = ["1", "10", "2", "9"]
+    assert VersionPolicy.parse("latest").select(versions) == ["10"]
+    assert VersionPolicy.parse("latest:2").select(versions) == ["10", "9"]  # numeric, not text
+    assert VersionPolicy.parse("all").select(versions) == ["10", "9", "2", "1"]
+    for bad in ("newest", "latest:0", "latest:-1", "latest:x"):
+        with pytest.raises(ValueError, match="latest, latest:N or all"):
+            VersionPolicy.parse(bad)
+
+
+def test_two_models_are_routed_by_name_and_version(
+    repository: Path, resnet18_v1: Path, exported_model: Path
+) -> None:
+    settings = make_settings(None, model_repository=repository)
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        upload = files(("cat.jpg", CAT))
+        by_name = {}
+        for name, dim in (("xception", 2048), ("resnet18", 512)):
+            answer = app.post("/features", params={"model": name}, files=upload).json()
+            assert answer["model"] == {"name": name, "version": "1"} and answer["dim"] == dim
+            by_name[name] = np.array(answer["results"][0]["features"])
+        # The answer is the named model's own, not a mix: ResNet-18's file run directly.
+        card = ModelCard.model_validate_json((resnet18_v1 / "model.json").read_text())
+        session = ort.InferenceSession(
+            str(resnet18_v1 / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        preprocess = Preprocessor.for_card(card, max_pixels=10**8)
+        pixels = preprocess(CAT, "cat.jpg")[None]
+        direct = session.run(["features"], {"image": pixels})[0][0]
+        np.testing.assert_allclose(by_name["resnet18"], direct, rtol=1e-4, atol=1e-5)
+        versioned = app.post(
+            "/classify", params={"model": "resnet18", "version": "1"}, files=upload
+        )
+        assert versioned.json()["model"] == {"name": "resnet18", "version": "1"}
+
+        unnamed = app.post("/classify", files=upload)  # two models, no default
+        assert_envelope(unnamed, 422, "invalid_parameter")
+        assert "resnet18, xception" in unnamed.json()["error"]["message"]
+        for params in ({"model": "vgg"}, {"model": "resnet18", "version": "7"}):
+            missing = app.post("/classify", params=params, files=upload)
+            assert_envelope(missing, 404, "model_not_found")
+            message = missing.json()["error"]["message"]
+            assert "served: resnet18 (version 1), xception (version 1)" in message
+        v2 = app.post("/v2/models/vgg/infer", json={"inputs": []})
+        assert v2.status_code == 404 and "served: resnet18" in v2.json()["error"]
+
+        listing = app.get("/v1/models").json()
+        assert listing["default_model"] is None and listing["ready"] is True
+        states = {(m["name"], m["version"]): m for m in listing["models"]}
+        assert set(states) == {("xception", "1"), ("resnet18", "1")}
+        assert states["resnet18", "1"]["state"] == "ready"
+        assert states["resnet18", "1"]["card"]["arch"] == "resnet18"
+        assert states["resnet18", "1"]["runtime"]["counters"]["images"] >= 2
+        metrics = app.get("/metrics").text
+        assert 'xception_images_total{model="resnet18",version="1"} 2.0' in metrics
+
+
+def test_default_model_setting_routes_unnamed_requests(
+    repository: Path, exported_model: Path
+) -> None:
+    settings = make_settings(None, model_repository=repository, default_model="resnet18")
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        answer = app.post("/classify", files=files(("cat.jpg", CAT))).json()
+        assert answer["model"] == {"name": "resnet18", "version": "1"}
+        assert app.get("/v1/models").json()["card"]["arch"] == "resnet18"
+
+
+def broken_copy(source: Path, stage: Path, version: str, flaw: str) -> Path:
+    """A copy of ``source`` as ``version`` with one flaw an operator could publish."""
+    folder = stage / version
+    shutil.copytree(source, folder)
+    card = json.loads((folder / "model.json").read_text())
+    card["version"] = version
+    onnx_file = folder / "model.onnx"
+    if flaw == "card":
+        (folder / "model.json").write_text('{"name": "resnet18", "version": ')  # truncated
+        return folder
+    if flaw == "sha256":
+        onnx_file.write_bytes(onnx_file.read_bytes()[:-1000])  # a partial copy
+    elif flaw == "onnx":
+        onnx_file.write_bytes(b"not a protobuf at all")
+        card["onnx_sha256"] = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    elif flaw == "copied":
+        card = json.loads((source / "model.json").read_text())  # still says version 1
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("flaw", "reason"),
+    [
+        ("card", "not a valid model card"),
+        ("sha256", "does not match onnx_sha256"),
+        ("onnx", "cannot load"),
+        ("copied", "model.json says model 'resnet18' version '1'"),
+    ],
+)
+def test_a_broken_version_is_refused_and_the_working_one_keeps_serving(
+    repository: Path, exported_model: Path, tmp_path: Path, flaw: str, reason: str
+) -> None:
+    settings = make_settings(None, model_repository=repository, api_key="k")
+    key = {"Authorization": "Bearer k"}
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        source = repository / "resnet18" / "1"
+        publish(broken_copy(source, tmp_path / "stage", "2", flaw), repository, "resnet18", "2")
+        assert app.post("/v2/repository/models/resnet18/load").status_code == 401
+        loaded = app.post("/v2/repository/models/resnet18/load", headers=key)
+        assert loaded.status_code == 200, loaded.text  # version 1 still loads: not a failure
+        rows = app.post("/v2/repository/index", headers=key).json()
+        failed = next(row for row in rows if row["version"] == "2")
+        assert failed["state"] == "UNAVAILABLE" and reason in failed["reason"], failed
+        answer = app.post("/classify", params={"model": "resnet18"}, headers=key,
+                          files=files(("cat.jpg", CAT)))  # fmt: skip
+        assert answer.json()["model"] == {"name": "resnet18", "version": "1"}
+        assert app.get("/readyz").status_code == 200
+        listing = app.get("/v1/models", headers=key).json()["models"]
+        reported = next(m for m in listing if m["version"] == "2")
+        assert reported["state"] == "failed" and reason in reported["reason"]
+
+
+@pytest.fixture
+def live(repository: Path) -> Iterator[ServiceProcess]:
+    with live_service(None, {**LIVE, "model_repository": repository, "poll_s": 0.3}) as server:
+        yield server
+
+
+def test_rollout_under_traffic_then_corrupt_version_then_rollback(
+    live: ServiceProcess, repository: Path, tmp_path: Path
+) -> None:
+    """A client sends requests all along: a new version takes over with zero failures, version
+    1 is unloaded afterwards, a corrupt version 3 changes nothing, and removing version 2
+    rolls back to version 1."""
+    answered: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as session:
+            while not stop.is_set() and len(answered) < 5000:  # bounded
+                response = session.post(
+                    f"{live.url}/classify", params={"model": "resnet18"},
+                    files=files(("cat.jpg", CAT)),
+                )  # fmt: skip
+                version = response.json()["model"]["version"] if response.is_success else None
+                answered.append((response.status_code, version))
+
+    def versions_seen() -> list[str | None]:
+        return [version for _, version in answered]
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        wait_until(lambda: len(answered) >= 5)
+        stage = tmp_path / "stage"
+        export_resnet18(stage / "resnet18" / "2", seed=2)  # the real exporter, outside
+        publish(stage / "resnet18" / "2", repository, "resnet18", "2")
+        wait_until(lambda: versions_seen()[-1:] == ["2"])
+        wait_until(lambda: ("resnet18", "1") not in _serving(live.url))
+        assert index(live.url)["resnet18", "1"]["state"] == "UNAVAILABLE"
+
+        corrupt = broken_copy(stage / "resnet18" / "2", stage / "bad", "3", "sha256")
+        publish(corrupt, repository, "resnet18", "3")
+        wait_until(lambda: index(live.url).get(("resnet18", "3"), {}).get("reason"))
+        seen = len(answered)
+        wait_until(lambda: len(answered) >= seen + 5)
+        assert set(versions_seen()[seen:]) == {"2"}  # version 2 kept serving
+
+        shutil.rmtree(repository / "resnet18" / "3")
+        shutil.rmtree(repository / "resnet18" / "2")  # roll back: version 1 loads again
+        wait_until(lambda: versions_seen()[-1:] == ["1"])
+        wait_until(lambda: ("resnet18", "2") not in _serving(live.url))
+    finally:
+        stop.set()
+        worker.join(60)
+    assert [status for status, _ in answered if status != 200] == []
+    switches = [v for i, v in enumerate(versions_seen()) if i == 0 or versions_seen()[i - 1] != v]
+    assert switches == ["1", "2", "1"]  # one clean switch each way
+
+
+def _serving(url: str) -> set[tuple[str, str]]:
+    models = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
+    return {(m["name"], m["version"]) for m in models if m["state"] in ("ready", "draining")}
+
+
+def test_tritonclient_lists_unloads_and_loads(live: ServiceProcess) -> None:
+    client = triton.InferenceServerClient(f"127.0.0.1:{live.port}")
+    listed = {(m["name"], m["version"], m["state"]) for m in client.get_model_repository_index()}
+    assert listed == {("xception", "1", "READY"), ("resnet18", "1", "READY")}
+    pixels = triton.InferInput("image", [1, 224, 224, 3], "UINT8")
+    pixels.set_data_from_numpy(np.zeros((1, 224, 224, 3), dtype=np.uint8))
+
+    # An unload waits for the requests already routed to the model: this one is answered.
+    with ThreadPoolExecutor(1) as pool:
+        eight = files(*[(f"{i}.jpg", CAT) for i in range(8)])
+        slow = pool.submit(
+            httpx.post, f"{live.url}/classify?model=xception", files=eight, timeout=120
+        )
+        wait_until(lambda: _counter(live.url, "xception", "images") > 0 or slow.done())
+        client.unload_model("xception")
+        assert slow.result().status_code == 200
+    assert not client.is_model_ready("xception")
+    states = {m["name"]: m for m in client.get_model_repository_index()}
+    assert states["xception"]["state"] == "UNAVAILABLE"
+    assert states["xception"]["reason"] == "unloaded on request"
+    assert client.is_server_ready()  # an unloaded model is not one the server should serve
+    with pytest.raises(InferenceServerException, match="not served"):
+        client.infer("xception", [pixels])
+
+    client.load_model("xception")
+    assert client.is_model_ready("xception") and client.is_model_ready("resnet18", "1")
+    assert client.infer("resnet18", [pixels]).as_numpy("features").shape == (1, 512)
+    metadata = client.get_model_metadata("resnet18")
+    assert metadata["versions"] == ["1"] and metadata["inputs"][0]["shape"] == [-1, 224, 224, 3]
+    with pytest.raises(InferenceServerException, match="no model 'vgg'"):
+        client.load_model("vgg")
+
+
+def _counter(url: str, name: str, key: str) -> float:
+    for model in httpx.get(f"{url}/v1/models", timeout=30).json()["models"]:
+        if model["name"] == name and "runtime" in model:
+            return float(
+                model["runtime"]["counters"][key] + model["runtime"]["counters"]["in_flight"]
+            )
+    return 0.0
+
+
+def test_model_and_repository_settings_are_exclusive(repository: Path) -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings, describe_validation_error
+
+    with pytest.raises(ValidationError) as both:
+        Settings(model=repository / "xception" / "1", model_repository=repository)
+    assert describe_validation_error(both.value).startswith(
+        "XCEPTION_MODEL and XCEPTION_MODEL_REPOSITORY are both set"
+    )
+    with pytest.raises(ValidationError) as policy:
+        Settings(model_repository=repository, version_policy="newest")
+    assert "XCEPTION_VERSION_POLICY='newest'" in describe_validation_error(policy.value)
+    assert Settings(model_repository=repository, version_policy=" latest:2 ").policy.newest == 2
