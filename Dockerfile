@@ -62,7 +62,9 @@ COPY bulk ./bulk
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps .
 
-ENV XCEPTION_MODEL=/models/xception/1 \
+# Serves every /models/<name>/<version> (XCEPTION_MODEL_REPOSITORY=""  and XCEPTION_MODEL=...
+# for one model folder instead).
+ENV XCEPTION_MODEL_REPOSITORY=/models \
     XCEPTION_DEVICE=auto \
     XCEPTION_HOST=0.0.0.0 \
     XCEPTION_PORT=8000 \

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("model_repository", "default_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # XCEPTION_MODEL_REPOSITORY="" turns the image's default off (XCEPTION_MODEL instead).
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("model_repository")
     @classmethod
     def _repository_exists(cls, value: Path | None) -> Path | None:

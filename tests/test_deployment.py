@@ -171,7 +171,14 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
         assert service["volumes"] == ["models:/models:ro"] or "read_only" in str(service["volumes"])
         assert service["healthcheck"]["test"][-1] == "service.healthcheck"
         assert service["restart"] == "unless-stopped"
-        assert service["environment"]["XCEPTION_MODEL"] == "/models/xception/1"
+        # The volume is the API's model repository; the model the export writes is the default.
+        environment = service["environment"]
+        assert (
+            environment["XCEPTION_MODEL_REPOSITORY"] == "/models"
+            and "XCEPTION_MODEL" not in environment
+        )
+        assert environment["XCEPTION_DEFAULT_MODEL"] == "xception"
+        assert float(environment["XCEPTION_POLL_S"]) > 0
         assert {p["target"] for p in service["ports"]} == {8000}
 
 
