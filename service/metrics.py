@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.guards import ADMISSION_STATE_KEY
 from service.repository.repository import ModelRepository
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -106,19 +107,20 @@ def _bucket(size: int) -> int | None:
 
 
 class HttpMetrics:
-    """Request count and latency by endpoint (route template) and status."""
+    """Request count and latency by endpoint (route template), status, and the model version
+    that served the request (empty for requests no model served)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "xception_http_requests",
             "HTTP requests",
-            ["endpoint", "method", "status"],
+            ["endpoint", "method", "status", "model", "version"],
             registry=registry,
         )
         self.latency = Histogram(
             "xception_http_request_duration_seconds",
             "HTTP request latency",
-            ["endpoint", "method"],
+            ["endpoint", "method", "model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -150,5 +152,15 @@ class MetricsMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(endpoint, method, str(status)).inc()
-            self.metrics.latency.labels(endpoint, method).observe(time.perf_counter() - started)
+            model, version = _served_by(scope)
+            self.metrics.requests.labels(endpoint, method, str(status), model, version).inc()
+            self.metrics.latency.labels(endpoint, method, model, version).observe(
+                time.perf_counter() - started
+            )
+
+
+def _served_by(scope: Scope) -> tuple[str, str]:
+    """(model, version) the request was routed to, from its admission; empty when none."""
+    admission = scope.get("state", {}).get(ADMISSION_STATE_KEY)
+    service = getattr(admission, "service", None)
+    return (service.card.name, service.card.version) if service is not None else ("", "")

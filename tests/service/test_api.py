@@ -240,8 +240,9 @@ def test_health_models_metrics_docs(client: TestClient) -> None:
     """Counters and metrics move by exactly what this test's own requests did."""
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/readyz").status_code == 200
-    ok = 'xception_http_requests_total{endpoint="/classify",method="POST",status="200"}'
-    bad = 'xception_http_requests_total{endpoint="/classify",method="POST",status="400"}'
+    classify = 'xception_http_requests_total{endpoint="/classify",method="POST",model="xception"'
+    ok = f'{classify},status="200",version="1"}}'
+    bad = f'{classify},status="400",version="1"}}'
     before_counters = client.get("/v1/models").json()["runtime"]["counters"]
     before = client.get("/metrics").text
     two = files(("a.jpg", image_bytes("chelsea.jpg")), ("b.png", image_bytes("coffee.png")))
