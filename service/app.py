@@ -58,9 +58,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         repository = ModelRepository(settings, drain, loaded)
         registry.register(RepositoryCollector(repository))
         app.state.repository = repository
-        background = [asyncio.create_task(repository.reconcile(), name="initial load")]
-        if settings.model_repository is not None and settings.poll_s > 0:
-            background.append(asyncio.create_task(repository.poll(settings.poll_s), name="poll"))
+        poll_s = settings.poll_s if settings.model_repository is not None else 0.0
+        watching = asyncio.create_task(repository.watch(poll_s), name="model repository")
         # From here on, this thread (the event loop: HTTP, refusals) and the decode threads it
         # starts yield the CPU to inference under contention; the model loader thread (whose
         # sessions and batchers create the inference threads) exists already.
@@ -69,9 +68,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             yield
         finally:
             logger.info("shutting down: draining the models' queues")
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
             await repository.stop()
             if tracing is not None:
                 tracing.shutdown()  # flushes the spans still buffered

@@ -266,14 +266,17 @@ class ModelRepository:
 
     # -- life ----------------------------------------------------------------------------
 
-    async def poll(self, interval_s: float) -> None:
-        """Rescan every ``interval_s`` until cancelled; a failed scan is logged, not fatal."""
+    async def watch(self, interval_s: float) -> None:
+        """Scan and load now, then rescan every ``interval_s`` (0: never again) until
+        cancelled; a failed scan is logged, never fatal."""
         while True:
-            await asyncio.sleep(interval_s)
             try:
                 await self.reconcile()
-            except Exception:  # a bad folder must not end polling
+            except Exception:  # an unreadable folder must not end serving or polling
                 logger.exception("repository scan failed")
+            if interval_s <= 0:
+                return
+            await asyncio.sleep(interval_s)
 
     async def stop(self) -> None:
         """Drain every loaded version within the drain time, then release the pools."""

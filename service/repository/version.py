@@ -69,11 +69,13 @@ class ModelVersion:
             service = await build()
             service.start()
             await service.warmed_up()
-        except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
-            # RuntimeError/ValueError: ONNX Runtime failing a graph it loaded, at warm-up.
+        except Exception as exc:  # whatever fails (a file, ONNX Runtime at warm-up): not served
             if service is not None:
                 await service.close(timeout_s=0.0)
-            self._set("failed", str(exc).strip().splitlines()[0])
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            if not isinstance(exc, ModelLoadError):  # ours name the file; others may not
+                message = f"{self.path}: {type(exc).__name__}: {message}"
+            self._set("failed", message)
             logger.error("%s/%s failed to load: %s", self.name, self.version, self.reason)
             return False
         self.service = service

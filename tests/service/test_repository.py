@@ -332,3 +332,21 @@ def test_model_and_repository_settings_are_exclusive(repository: Path) -> None:
         Settings(model_repository=repository, version_policy="newest")
     assert "XCEPTION_VERSION_POLICY='newest'" in describe_validation_error(policy.value)
     assert Settings(model_repository=repository, version_policy=" latest:2 ").policy.newest == 2
+
+
+def test_ready_only_when_every_model_has_a_ready_version(repository: Path, tmp_path: Path) -> None:
+    """Strict readiness (as Triton's): a model whose only version fails keeps /readyz at 503,
+    naming it, while the others serve; once it is gone from the repository, ready."""
+    broken = broken_copy(repository / "resnet18" / "1", tmp_path / "stage", "1", "card")
+    publish(broken, repository, "other", "1")
+    with TestClient(create_app(make_settings(None, model_repository=repository))) as app:
+        wait_until(lambda: "other version 1: failed" in app.get("/readyz").text)
+        not_ready = app.get("/readyz")
+        assert_envelope(not_ready, 503, "not_ready")
+        assert "not a valid model card" in not_ready.json()["error"]["message"]
+        assert app.get("/v2/health/ready").status_code == 503
+        answer = app.post("/classify", params={"model": "xception"}, files=files(("c.jpg", CAT)))
+        assert answer.status_code == 200
+        shutil.rmtree(repository / "other")
+        app.post("/v2/repository/index")  # a rescan, as polling would do
+        assert app.get("/readyz").status_code == 200
