@@ -1,0 +1,203 @@
+"""``xception-bulk``: top-k labels and features for millions of images on Ray Data.
+
+read (pyarrow filesystems: local, ``s3://``, ``gs://``…) and decode/preprocess in CPU tasks,
+with the model's own preprocessing (:mod:`artifact.preprocess`, as the service and
+``xception-features`` do it) → ONNX Runtime in a pool of actors (one session each; one GPU
+each on CUDA) → Parquet: ``path``, ``labels``, ``scores``, ``features``, ``error`` (a file
+that cannot be read or decoded gets its reason there, not a crash). Ray's streaming executor
+keeps a bounded number of blocks in flight, so memory does not grow with the collection; a
+rerun skips the paths the output already holds. Needs the ``bulk`` extra (Ray, pyarrow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from artifact.card import ModelCard
+from artifact.errors import ImageError, ModelLoadError
+from artifact.layout import CARD_FILE, model_file
+from artifact.preprocess import Preprocessor
+from artifact.repository import read_card_file
+from artifact.runtime import ModelRuntime, available_cores
+from bulk.sources import SourceError, done_paths, list_source
+
+Batch = dict[str, Any]
+DECODE_MEMORY_BYTES = 512 * 1024 * 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xception-bulk",
+        description="Top-k labels and bottleneck features for every image SOURCE names, on a "
+        "Ray cluster (or a local Ray), written as Parquet.",
+    )
+    add = parser.add_argument
+    add("source", metavar="SOURCE", help="a folder, a glob, or a .txt/.parquet list of paths")
+    add("--model", type=Path, default=Path("models/xception/1"),
+        help="model folder or .onnx file (default models/xception/1)")  # fmt: skip
+    add("--out", type=Path, required=True, metavar="OUT.parquet",
+        help="output folder of Parquet files; a rerun skips the paths already in it")  # fmt: skip
+    add("--address", default=None,
+        help="an existing cluster: auto or ray://host:10001 (default: a local Ray)")  # fmt: skip
+    add("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    add("--actors", type=int, default=None,
+        help="inference actors (default: one per GPU; else CPUs ÷ cpus-per-actor − 1)")  # fmt: skip
+    add("--cpus-per-actor", type=int, default=1,
+        help="CPUs (ONNX Runtime threads) per inference actor")  # fmt: skip
+    return parser
+
+
+def model_card(model: Path) -> ModelCard:
+    """The card of a model folder (its model.json) or of a bare .onnx file (its metadata)."""
+    if model.is_dir() and (model / CARD_FILE).is_file():
+        return read_card_file(model)
+    return ModelRuntime(model_file(model), "cpu", 1).card
+
+
+def read_and_preprocess(batch: Batch, card: dict[str, Any]) -> Batch:
+    """CPU task: paths → pixels (uint8 [N, H, W, 3]; zeros where ``error`` says why)."""
+    import pyarrow.fs
+
+    model = ModelCard.model_validate(card)
+    preprocess = Preprocessor.for_local_files(model)
+    height, width = model.input_size
+    pixels = np.zeros((len(batch["path"]), height, width, 3), np.uint8)
+    errors: list[str] = []  # "" = none (a column of only nulls would lose its type)
+    for i, path in enumerate(batch["path"]):
+        try:
+            filesystem, inner = pyarrow.fs.FileSystem.from_uri(_as_uri(str(path)))
+            with filesystem.open_input_stream(inner) as stream:
+                data = stream.read()
+            pixels[i] = preprocess(data, Path(inner).name)
+            errors.append("")
+        except (ImageError, OSError, ValueError) as exc:  # unreadable or undecodable: recorded
+            errors.append(str(exc).strip().splitlines()[0] or type(exc).__name__)
+    return {"path": batch["path"], "pixels": pixels, "error": np.array(errors, dtype=str)}
+
+
+class Predictor:
+    """Actor: one ONNX Runtime session, run on every batch of readable images."""
+
+    def __init__(self, model: str, device: str, threads: int, top_k: int, normalize: bool):
+        self.runtime = ModelRuntime(model_file(Path(model)), device, threads)  # type: ignore[arg-type]
+        self.labels = np.array(self.runtime.card.labels, dtype=object)
+        self.top_k = min(top_k, self.runtime.card.num_classes)
+        self.normalize = normalize
+
+    def __call__(self, batch: Batch) -> Any:
+        ok = np.array([not error for error in batch["error"]], dtype=bool)
+        count = len(ok)
+        labels: list[list[str] | None] = [None] * count
+        scores: list[list[float] | None] = [None] * count
+        features: list[list[float] | None] = [None] * count
+        if ok.any():
+            probabilities, vectors = self.runtime.run(np.ascontiguousarray(batch["pixels"][ok]))
+            if self.normalize:
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = np.divide(vectors, norms, out=vectors.copy(), where=norms > 0)
+            # Best first, ties by the lower index (as the service's top_k): a stable sort.
+            order = np.argsort(-probabilities, axis=1, kind="stable")
+            for row, index in enumerate(np.flatnonzero(ok)):
+                best = order[row, : self.top_k]
+                labels[index] = self.labels[best].tolist()
+                scores[index] = probabilities[row, best].astype(np.float32).tolist()
+                features[index] = vectors[row].astype(np.float32).tolist()
+        import pyarrow as pa
+
+        # One schema for every block, even one whose files all failed (all-null columns).
+        schema = pa.schema([
+            ("path", pa.string()), ("labels", pa.list_(pa.string())),
+            ("scores", pa.list_(pa.float32())), ("features", pa.list_(pa.float32())),
+            ("error", pa.string()),
+        ])  # fmt: skip
+        errors = [str(error) or None for error in batch["error"]]
+        columns = {"path": [str(p) for p in batch["path"]], "labels": labels, "scores": scores,
+                   "features": features, "error": errors}  # fmt: skip
+        return pa.table(columns, schema=schema)
+
+
+def run(options: argparse.Namespace) -> tuple[int, int, float]:
+    """The job: (files written, files skipped as already done, seconds)."""
+    import ray
+
+    paths = list_source(options.source)
+    done = done_paths(options.out)
+    todo = [path for path in paths if path not in done]
+    if not todo:
+        return 0, len(paths), 0.0
+    model = str(options.model.resolve())
+    card = model_card(Path(model)).model_dump(mode="json")  # fails fast, before Ray starts
+    if options.address:
+        ray.init(address=options.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if options.device != "cpu" else 0
+        cpus = int(ray.cluster_resources().get("CPU", available_cores()))
+        on_gpu = gpus > 0 and options.device in ("auto", "cuda")
+        actors = options.actors or (gpus if on_gpu else max(1, cpus // options.cpus_per_actor - 1))
+        started = time.perf_counter()
+        dataset: ray.data.Dataset = ray.data.from_items([{"path": path} for path in todo])
+        decode: Any = read_and_preprocess
+        dataset = dataset.map_batches(
+            decode,
+            fn_kwargs={"card": card},
+            batch_size=options.batch_size,
+            num_cpus=1,
+            # A decode holds one image (up to 40 MP for a local file) at a time. Declaring it
+            # also keeps Ray from fusing decoding into the inference actors (their remote
+            # arguments differ), so decoding runs beside inference instead of in turn with it.
+            memory=DECODE_MEMORY_BYTES,
+        )
+        settings = {"model": model, "device": "cuda" if on_gpu else "cpu",
+                    "threads": options.cpus_per_actor, "top_k": options.top_k,
+                    "normalize": options.normalize}  # fmt: skip
+        dataset = dataset.map_batches(
+            Predictor,
+            fn_constructor_kwargs=settings,
+            batch_size=options.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=options.cpus_per_actor,
+            num_gpus=1 if on_gpu else 0,
+        )
+        dataset.write_parquet(str(options.out))
+        return len(todo), len(done), time.perf_counter() - started
+    finally:
+        ray.shutdown()
+
+
+def _as_uri(path: str) -> str:
+    """pyarrow wants absolute local paths; URIs (``s3://…``) pass through."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; one line on stderr and exit 1 for a bad SOURCE, model or missing extra."""
+    options = build_parser().parse_args(argv)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print('xception-bulk: needs Ray: pip install "xception-service[bulk]"', file=sys.stderr)
+        return 1
+    try:
+        written, skipped, seconds = run(options)
+    except (SourceError, ModelLoadError) as exc:
+        print(f"xception-bulk: {exc}", file=sys.stderr)
+        return 1
+    rate = f" in {seconds:.1f}s ({written / seconds:.1f} img/s)" if written else ""
+    print(f"wrote {written} rows to {options.out}{rate}; {skipped} already there, skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
