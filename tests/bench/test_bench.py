@@ -43,3 +43,17 @@ def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> N
     assert results["decode"]["ms_mean"] > 0
     markdown = json_file.with_suffix(".md").read_text()
     assert "÷ raw best" in markdown and "raw engine batch" in markdown and "| v2 |" in markdown
+
+
+def test_bulk_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> None:
+    from bench.bulk import main as bulk_main
+
+    args = ["--model", str(exported_model), "--images", "6", "--num-cpus", "2",
+            "--batch-size", "2", "--seconds", "0.3", "--out", str(tmp_path)]  # fmt: skip
+    assert bulk_main(args) == 0
+    (json_file,) = tmp_path.glob("*-bulk.json")
+    results = json.loads(json_file.read_text())
+    for key in ("raw_engine_images_per_s", "single_process_images_per_s", "bulk_images_per_s"):
+        assert results[key] > 0
+    assert results["bulk_actors"] == 2 and results["images"] == 6
+    assert "÷ raw engine" in json_file.with_suffix(".md").read_text()
