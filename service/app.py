@@ -8,17 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 from artifact.runtime import ModelRuntime
-from service import __version__
+from service import __version__, pages
 from service.admission import Admission, Refusal
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.guards import AdmissionGate, ApiKeyGuard
 from service.limits import BodyDeadline, BodySizeLimit, DrainSignal
 from service.metrics import HttpMetrics, MetricsMiddleware, RepositoryCollector
+from service.pages import DOCS_ASSETS, PageHeaders
 from service.priority import lower_thread_priority
 from service.repository import routing
 from service.repository.repository import ModelRepository
@@ -74,7 +76,10 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             if tracing is not None:
                 tracing.shutdown()  # flushes the spans still buffered
 
-    app = FastAPI(
+    # fastapi-offline: FastAPI with Swagger UI's and ReDoc's files served from this process
+    # (the stock /docs loads them from a CDN: a blank page on an air-gapped host).
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Xception inference service",
         summary="Top-k ImageNet labels and 2048-d bottleneck features, dynamically batched.",
         version=__version__,
@@ -89,6 +94,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app.include_router(ops.router)
     app.include_router(v2.router)
     app.include_router(repository_routes.router)
+    app.include_router(pages.router)
+    pages.mount_ui(app)
 
     def admit(scope: Scope) -> Admission | Refusal:
         return routing.admit(app.state.repository, scope)
@@ -102,6 +109,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app.add_middleware(AdmissionGate, admission=admit)
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ApiKeyGuard, api_key=key)
+    app.add_middleware(PageHeaders)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     app.add_middleware(RequestIdMiddleware)
     return app

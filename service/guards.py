@@ -15,12 +15,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission, Refusal
 from service.errors import error_response
+from service.pages import is_page
 
-# Open without the API key: probes, metrics scrapes and the API's own documentation.
+# Open without the API key: probes, metrics scrapes, the API's own documentation, and the
+# pages (service.pages): the try-it page asks for the key itself.
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-    | {"/v2/health/live", "/v2/health/ready"}
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"}
 )
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` is served without the API key."""
+    return path in PUBLIC_PATHS or is_page(path)
+
+
 # Requests that carry images to the model: what admission control applies to.
 INFERENCE_PATHS = frozenset({"/classify", "/features", "/v1/embeddings"})
 ADMISSION_STATE_KEY = "admission_ticket"
@@ -42,7 +50,7 @@ class ApiKeyGuard:
         if (
             self.expected is None
             or scope["type"] != "http"
-            or scope["path"] in PUBLIC_PATHS
+            or is_public(scope["path"])
             or self.authorized(scope)
         ):
             await self.app(scope, receive, send)
