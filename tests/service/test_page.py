@@ -201,3 +201,18 @@ def test_pages_carry_a_same_origin_policy(server: ServiceProcess) -> None:
         assert headers["cache-control"] == "no-cache"
     docs_policy = httpx.get(server.url + "/docs").headers["content-security-policy"]
     assert re.search(r"script-src 'self' 'sha256-[A-Za-z0-9+/=]+'", docs_policy)
+
+
+def test_drop_zone_works_from_the_keyboard(browser: Browser, server: ServiceProcess) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized screen
+    page.goto(server.url + "/")
+    page.focus("#drop")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(DATA / GOOD[0]))
+    expect(page.locator(f".result[data-filename='{GOOD[0]}']")).to_have_attribute(
+        "data-state", "done", timeout=60_000
+    )
+    # Nothing wider than the screen: the layout folds into one column.
+    assert page.locator("#drop").bounding_box()["width"] <= 390  # type: ignore[index]
+    assert page.locator("#card").bounding_box()["y"] > page.locator("#drop").bounding_box()["y"]  # type: ignore[index]
