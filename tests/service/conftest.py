@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -79,3 +80,32 @@ def live_service(model: Path | None, settings: Mapping[str, object]) -> Iterator
         yield live
     finally:
         live.stop()
+
+
+def export_resnet18(out: Path, seed: int) -> Path:
+    """A random-weights ResNet-18 published at ``out`` (``<name>/<version>``) by the exporter."""
+    import torch
+
+    from export.options import ExportOptions
+    from export.pipeline import export_model
+
+    torch.manual_seed(seed)
+    export_model(ExportOptions(out=out, arch="resnet18", weights="none"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def resnet18_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_resnet18(tmp_path_factory.mktemp("store") / "resnet18" / "1", seed=1)
+
+
+def publish(source: Path, repository: Path, name: str, version: str) -> Path:
+    """Copy a version folder in atomically, as xception-export does (hidden work folder,
+    then one rename), hard-linking the big file."""
+    target = repository / name / version
+    work = target.parent / f".{version}.partial-test"
+    work.mkdir(parents=True)
+    for item in source.iterdir():
+        os.link(item, work / item.name)
+    work.rename(target)
+    return target

@@ -25,7 +25,7 @@ from playwright.sync_api import (
 )
 
 from bench.loadgen import ServiceProcess
-from tests.service.conftest import DATA, files, image_bytes, live_service
+from tests.service.conftest import DATA, files, image_bytes, live_service, publish
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # CI keeps these (git-ignored): what the browser saw.
@@ -216,3 +216,24 @@ def test_drop_zone_works_from_the_keyboard(browser: Browser, server: ServiceProc
     # Nothing wider than the screen: the layout folds into one column.
     assert page.locator("#drop").bounding_box()["width"] <= 390  # type: ignore[index]
     assert page.locator("#card").bounding_box()["y"] > page.locator("#drop").bounding_box()["y"]  # type: ignore[index]
+
+
+def test_model_picker_routes_to_the_chosen_model(
+    browser: Browser, exported_model: Path, resnet18_v1: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "models"
+    publish(exported_model, repository, "xception", "1")
+    publish(resnet18_v1, repository, "resnet18", "1")
+    settings = {"device": "cpu", "max_batch_size": 2, "model_repository": repository}
+    with live_service(None, settings) as live:
+        page = browser.new_page()
+        console = Console(page)
+        page.goto(live.url + "/")
+        expect(page.locator("#model-field")).to_be_visible()
+        expect(page.locator("#model option")).to_have_count(2)
+        page.select_option("#model", "resnet18")
+        expect(page.locator("#card-fields")).to_contain_text("resnet18 version 1")
+        upload(page, (GOOD[0],))
+        meta = page.locator(f".result[data-filename='{GOOD[0]}'] .meta")
+        expect(meta).to_contain_text("resnet18 version 1")
+        assert console.errors == []

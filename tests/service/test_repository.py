@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import threading
 import time
@@ -22,7 +21,6 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
@@ -30,40 +28,22 @@ from tritonclient.utils import InferenceServerException
 from artifact.card import ModelCard
 from artifact.preprocess import Preprocessor
 from bench.loadgen import ServiceProcess
-from export.options import ExportOptions
-from export.pipeline import export_model
 from service.app import create_app
 from service.repository.policy import VersionPolicy
-from tests.service.conftest import files, image_bytes, live_service, make_settings, wait_ready
+from tests.service.conftest import (
+    export_resnet18,
+    files,
+    image_bytes,
+    live_service,
+    make_settings,
+    publish,
+    wait_ready,
+)
 from tests.service.test_api import assert_envelope
 
 CAT = image_bytes("chelsea.jpg")
 LIVE = {"device": "cpu", "max_batch_size": 4, "max_batch_delay_ms": 5, "ort_threads": 2,
         "max_queue_wait_s": 60, "drain_timeout_s": 20}  # fmt: skip
-
-
-def export_resnet18(out: Path, seed: int) -> Path:
-    """A random-weights ResNet-18 published at ``out`` (``<name>/<version>``) by the exporter."""
-    torch.manual_seed(seed)
-    export_model(ExportOptions(out=out, arch="resnet18", weights="none"))
-    return out
-
-
-@pytest.fixture(scope="session")
-def resnet18_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_resnet18(tmp_path_factory.mktemp("store") / "resnet18" / "1", seed=1)
-
-
-def publish(source: Path, repository: Path, name: str, version: str) -> Path:
-    """Copy a version folder in atomically, as xception-export does (hidden work folder,
-    then one rename), hard-linking the big file."""
-    target = repository / name / version
-    work = target.parent / f".{version}.partial-test"
-    work.mkdir(parents=True)
-    for item in source.iterdir():
-        os.link(item, work / item.name)
-    work.rename(target)
-    return target
 
 
 @pytest.fixture
