@@ -23,6 +23,7 @@ from artifact.errors import ModelLoadError
 from artifact.images import list_images
 from artifact.layout import MODEL_FILE, model_file
 from artifact.preprocess import Preprocessor
+from artifact.results import l2_normalize
 from artifact.runtime import ModelRuntime, available_cores
 
 
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         features, kept, skipped = extract(runtime, paths, args.batch_size)
         elapsed = time.perf_counter() - started
         if args.normalize and len(features):
-            norms = np.linalg.norm(features, axis=1, keepdims=True)
-            features = features / np.where(norms > 0, norms, 1.0)
+            features = l2_normalize(features)
         written = write(args.out, features, [str(p.relative_to(args.dir)) for p in kept])
     except (FeaturesError, ModelLoadError) as exc:
         print(f"xception-features: error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from artifact.errors import ImageError, ModelLoadError
 from artifact.layout import CARD_FILE, model_file
 from artifact.preprocess import Preprocessor
 from artifact.repository import read_card_file
+from artifact.results import l2_normalize, top_k
 from artifact.runtime import ModelRuntime, available_cores
 from bulk.sources import SourceError, done_paths, list_source
 
@@ -114,7 +115,7 @@ class Predictor:
 
     def __init__(self, model: str, device: str, threads: int, top_k: int, normalize: bool):
         self.runtime = ModelRuntime(model_file(Path(model)), device, threads)  # type: ignore[arg-type]
-        self.labels = np.array(self.runtime.card.labels, dtype=object)
+        self.labels = self.runtime.card.labels
         self.top_k = min(top_k, self.runtime.card.num_classes)
         self.normalize = normalize
 
@@ -127,14 +128,11 @@ class Predictor:
         if ok.any():
             probabilities, vectors = self.runtime.run(np.ascontiguousarray(batch["pixels"][ok]))
             if self.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = np.divide(vectors, norms, out=vectors.copy(), where=norms > 0)
-            # Best first, ties by the lower index (as the service's top_k): a stable sort.
-            order = np.argsort(-probabilities, axis=1, kind="stable")
+                vectors = l2_normalize(vectors)
             for row, index in enumerate(np.flatnonzero(ok)):
-                best = order[row, : self.top_k]
-                labels[index] = self.labels[best].tolist()
-                scores[index] = probabilities[row, best].astype(np.float32).tolist()
+                best = top_k(probabilities[row], self.top_k)
+                labels[index] = [self.labels[i] for i, _ in best]
+                scores[index] = [score for _, score in best]
                 features[index] = vectors[row].astype(np.float32).tolist()
         import pyarrow as pa
 

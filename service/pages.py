@@ -73,25 +73,30 @@ class PageHeaders:
         async def send_with_headers(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
-                start = message  # held until the body is known (its inline scripts)
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                # Revalidate (ETag / Last-Modified make that a 304): a new release shows at once.
+                headers["Cache-Control"] = "no-cache"
+                if not headers.get("content-type", "").startswith("text/html"):
+                    # Scripts and styles (the 1.4 MB Swagger bundle): streamed, never scanned.
+                    headers["Content-Security-Policy"] = POLICY.format(hashes="")
+                    await send(message)
+                    return
+                start = message  # an HTML page: held until its inline scripts are known
                 return
-            if message["type"] != "http.response.body" or start is None:
+            if start is None or message["type"] != "http.response.body":
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
             body = b"".join(chunks)
-            headers = MutableHeaders(scope=start)
             hashes = "".join(
                 f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
                 for script in INLINE_SCRIPT.findall(body)
             )
-            headers["Content-Security-Policy"] = POLICY.format(hashes=hashes)
-            headers["X-Content-Type-Options"] = "nosniff"
-            headers["Referrer-Policy"] = "no-referrer"
-            # Revalidate (ETag / Last-Modified make that a 304): a new release shows at once.
-            headers["Cache-Control"] = "no-cache"
+            MutableHeaders(scope=start)["Content-Security-Policy"] = POLICY.format(hashes=hashes)
             await send(start)
             await send({"type": "http.response.body", "body": body, "more_body": False})
 

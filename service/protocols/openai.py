@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from artifact.results import l2_normalize
 from service.admission import Ticket
 from service.inference import ClientGone, InferenceService
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
 from service.protocols.uploads import Upload, source_error
-from service.results import l2_normalize
 
 
 class EmbeddingsRequest(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from artifact.results import top_k
 from service.admission import Ticket
 from service.batcher import Rows
 from service.errors import InvalidTensor
@@ -26,7 +27,6 @@ from service.protocols.v2_codec import (
     encode_response,
     parse_request,
 )
-from service.results import top_k
 from service.tracing import REQUEST_ID, sane
 
 BYTES_INPUT = "image_bytes"

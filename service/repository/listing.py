@@ -65,13 +65,14 @@ def models_listing(repository: ModelRepository, settings: Settings) -> dict[str,
                 described["card"] = entry.service.card.model_dump(mode="json", exclude_none=True)
                 described["runtime"] = runtime_info(entry.service, settings)
             versions.append(described)
+    shown = next((v for v in versions if v["default"]), {})
     return {
         "default_model": default.name if default else None,
         "version_policy": str(repository.policy),
         "ready": repository.readiness() is None,
         "models": versions,
-        "card": next((v["card"] for v in versions if v["default"]), None),
-        "runtime": next((v["runtime"] for v in versions if v["default"]), None),
+        "card": shown.get("card"),
+        "runtime": shown.get("runtime"),
     }
 
 

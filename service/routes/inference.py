@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from artifact.results import l2_normalize, top_k
 from service.config import Settings
 from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings, routed
 from service.errors import InvalidParameter
 from service.protocols.openai import EmbeddingsRequest, embed, model_ref
-from service.results import l2_normalize, top_k
 from service.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,

@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,9 +63,9 @@ def index(url: str) -> dict[tuple[str, str], dict[str, str]]:
     return {(row["name"], row["version"]): row for row in rows}
 
 
-def wait_until(condition: object, timeout_s: float = 120.0) -> None:
+def wait_until(condition: Callable[[], object], timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
 

@@ -1,4 +1,8 @@
-"""A model's rows as answers: the k best classes, unit-length feature vectors."""
+"""A model's outputs as answers: the k best classes, unit-length feature vectors.
+
+One ranking rule and one normalisation for everything that answers: the service's endpoints
+and both bulk tools.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,6 @@ def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Unit-length vector (a zero vector stays zero)."""
-    norm = float(np.linalg.norm(features))
-    return features / norm if norm > 0 else features
+    """Unit length along the last axis (one vector, or a row per image); zero stays zero."""
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1).astype(features.dtype)
