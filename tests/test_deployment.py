@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -195,7 +196,24 @@ def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
     deployment = readme[readme.index("## Deployment") :]
     assert shlex.join(command) in deployment
     assert "xception-serve" in deployment
-    assert "validated statically" in deployment
+    # What CI builds and runs (deploy/build-images.sh) and what only a Docker host checks.
+    assert "deploy/build-images.sh" in deployment
+    assert "Not verified here" in deployment
+
+
+def test_image_names_agree_between_compose_and_the_build_script() -> None:
+    """deploy/build-images.sh tags the images with pyproject's version; compose, Kubernetes
+    and the README use the same names."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for anchor, name in (("x-api", "xception-service"), ("x-export", "xception-export")):
+        assert compose_file[anchor]["image"].endswith(f":-{name}:{version}}}"), anchor
+    script = (ROOT / "deploy" / "build-images.sh").read_text()
+    assert "localhost/xception-export:$tag" in script
+    assert "localhost/xception-service:$tag" in script
+    assert '["project"]["version"]' in script
 
 
 def test_dockerignore_keeps_models_and_venvs_out() -> None:
@@ -203,3 +221,38 @@ def test_dockerignore_keeps_models_and_venvs_out() -> None:
     assert rules[rules.index("*")] == "*"  # deny by default
     allowed = [r for r in rules if r.startswith("!")]
     assert not any(name in " ".join(allowed) for name in ("models", ".venv", "tests", "bench"))
+
+
+def dockerignored(path: str, rules: list[str]) -> bool:
+    """Whether Docker/buildah leave ``path`` out of the build context: the last rule matching
+    the path or one of its parent folders wins, ``!`` lets it back in."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for rule in rules:
+        pattern = rule.removeprefix("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(candidate, pattern) for candidate in candidates):
+            ignored = not rule.startswith("!")
+    return ignored
+
+
+def test_dockerignore_admits_every_file_the_dockerfile_copies() -> None:
+    """A COPY whose files the context leaves out fails the build (CI builds the images with
+    deploy/build-images.sh; this says which file, in seconds)."""
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for stage, lines in stages().items():
+        for line in lines:
+            if not line.startswith("COPY ") or "--from" in line:
+                continue
+            for source in line.split()[1:-1]:
+                files = [f for f in tracked if f == source or f.startswith(source + "/")]
+                assert files, f"{stage}: COPY {source}: no such file in the repository"
+                left_out = [f for f in files if dockerignored(f, rules)]
+                assert not left_out, f"{stage}: COPY {source}: .dockerignore leaves out {left_out}"
