@@ -17,12 +17,14 @@ import pytest
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    FileChooser,
     Page,
     Request,
     Route,
     expect,
     sync_playwright,
 )
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from bench.loadgen import ServiceProcess
 from tests.service.conftest import DATA, files, image_bytes, live_service, publish
@@ -81,6 +83,22 @@ def offline(page: Page, origin: str) -> None:
             route.abort()
 
     page.route("**/*", route)
+
+
+def press_for_file_chooser(page: Page, key: str, tries: int = 3) -> FileChooser:
+    """Press ``key`` until the page opens a file chooser. Chromium now and then drops the
+    chooser event of a key pressed soon after a page loaded (once in five CI runs here; the
+    Playwright project saw the same for clicks, microsoft/playwright#28023), so one miss is
+    retried; a page that never opens it still fails after ``tries`` presses."""
+    for attempt in range(1, tries + 1):
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.keyboard.press(key)
+            return chooser.value
+        except PlaywrightTimeoutError:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
 
 
 def upload(page: Page, names: tuple[str, ...]) -> None:
@@ -206,10 +224,10 @@ def test_pages_carry_a_same_origin_policy(server: ServiceProcess) -> None:
 def test_drop_zone_works_from_the_keyboard(browser: Browser, server: ServiceProcess) -> None:
     page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized screen
     page.goto(server.url + "/")
+    page.wait_for_selector("#card-fields dd")  # the page's script ran and the model card is in
     page.focus("#drop")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files(str(DATA / GOOD[0]))
+    file_chooser = press_for_file_chooser(page, "Enter")
+    file_chooser.set_files(str(DATA / GOOD[0]))
     expect(page.locator(f".result[data-filename='{GOOD[0]}']")).to_have_attribute(
         "data-state", "done", timeout=60_000
     )
