@@ -108,13 +108,16 @@ print("-- /classify:", body["model"], predictions[0])' "$response" || fail "/cla
 import json, math, sys
 body = json.load(open(sys.argv[1]))
 vector = body["results"][0]["features"]
-assert body["dim"] == len(vector) == 2048, (body["dim"], len(vector))
+assert body["dim"] == len(vector) > 0, (body["dim"], len(vector))
 assert all(math.isfinite(x) for x in vector) and any(vector)
-print("-- /features: 2048 finite values")' "$scratch/features.json" || fail "/features"
+print(f"-- /features: {len(vector)} finite values")' "$scratch/features.json" || fail "/features"
   if [[ -n "$reference" ]]; then
     mkdir "$scratch/photo" && cp "$photo" "$scratch/photo/"
-    "$reference" "$scratch/photo" --model "$dir/xception/1" --out "$scratch/reference.npy" \
-      >/dev/null 2>&1 || fail "$reference failed"
+    # The version that answered (the repository's default model, its newest version).
+    local answered
+    answered="$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["model"]; print(m["name"] + "/" + m["version"])' "$scratch/features.json")"
+    "$reference" "$scratch/photo" --model "$dir/$answered" --out "$scratch/reference.npy" \
+      >/dev/null 2>&1 || fail "$reference failed on $dir/$answered"
     "$(dirname "$reference")/python" -c '
 import json, sys
 import numpy as np
@@ -122,8 +125,8 @@ served = np.array(json.load(open(sys.argv[1]))["results"][0]["features"], dtype=
 expected = np.load(sys.argv[2])[0]
 error = float(np.abs(served - expected).max() / np.abs(expected).max())
 assert error < 1e-4, f"relative difference {error}"
-print(f"-- /features equals {sys.argv[3]} outside the image (max relative difference {error:.1e})")
-' "$scratch/features.json" "$scratch/reference.npy" "$reference" || fail "features differ"
+print(f"-- /features of {sys.argv[4]} equals {sys.argv[3]} outside the image (max relative difference {error:.1e})")
+' "$scratch/features.json" "$scratch/reference.npy" "$reference" "$answered" || fail "features differ"
   fi
 
   curl -fsS "$base/" | grep -q "<html" || fail "GET / is not the page"
