@@ -202,8 +202,8 @@ def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
 
 
 def test_image_names_agree_between_compose_and_the_build_script() -> None:
-    """deploy/build-images.sh tags the images with pyproject's version; compose, Kubernetes
-    and the README use the same names."""
+    """deploy/build-images.sh tags the images with pyproject's version, as compose names them
+    (and Kubernetes, through test_k8s.py's tie to compose)."""
     import tomllib
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
