@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from artifact.layout import model_file
 from artifact.runtime import ModelRuntime
 from bench.engine import raw_engine
 from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir()
         step(f"generating {options.images} JPEGs")
         make_folder(folder, options.images)
-        runtime = ModelRuntime(model / "model.onnx", "cpu")
+        runtime = ModelRuntime(model_file(model), "cpu")
         image = np.zeros((*runtime.card.input_size, 3), np.uint8)
         step("raw engine (decoded batches)")
         (measured,) = raw_engine(runtime, image, [options.batch_size], options.seconds)

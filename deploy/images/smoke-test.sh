@@ -30,18 +30,19 @@ run=("${buildah[@]}" run --isolation "${BUILDAH_ISOLATION:-chroot}" --network ho
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # One field of the image's config (Docker format: it is the one that keeps HEALTHCHECK), as
-# NUL-separated words so that arguments with spaces survive.
+# NUL-separated words so that arguments with spaces survive. The config is read once.
 config_words() {
-  "${buildah[@]}" inspect --type image "$image" | python3 -c '
+  python3 -c '
 import json, sys
-value = json.load(sys.stdin)["Docker"]["config"].get(sys.argv[1]) or []
+value = json.load(open(sys.argv[1]))["Docker"]["config"].get(sys.argv[2]) or []
 value = value.get("Test", []) if isinstance(value, dict) else value
 value = [value] if isinstance(value, str) else value
-sys.stdout.write("".join(word + "\0" for word in value))' "$1"
+sys.stdout.write("".join(word + "\0" for word in value))' "$scratch/image.json" "$1"
 }
 
 ctr="$("${buildah[@]}" from --quiet "$image")"
 scratch="$(mktemp -d)"
+"${buildah[@]}" inspect --type image "$image" >"$scratch/image.json"
 server=""
 cleanup() {
   [[ -n "$server" ]] && kill -KILL "$server" 2>/dev/null
@@ -50,7 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mapfile -d '' -t entrypoint < <(config_words Entrypoint)
-user="$("${buildah[@]}" inspect --type image --format '{{.Docker.Config.User}}' "$image")"
+user="$(config_words User | tr -d '\0')"
 uid="${user%%:*}"
 [[ -n "$uid" && "$uid" != 0 && "$uid" != root ]] || fail "$image runs as root (USER '$user')"
 
