@@ -13,6 +13,8 @@ from pathlib import Path
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Where the exporter writes, and the service and the bulk tools read, when not told otherwise.
+DEFAULT_MODEL_FOLDER = Path("models/xception/1")
 
 
 class LayoutError(ValueError):
@@ -26,7 +28,7 @@ def check_version_folder(path: Path) -> Path:
         raise LayoutError(
             f"{str(path)!r} is not a <name>/<version> folder: the last part must be a version "
             "number and the one before it a model name (letters, digits, . _ -), "
-            "e.g. models/xception/1"
+            f"e.g. {DEFAULT_MODEL_FOLDER}"
         )
     return path
 

@@ -9,6 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_top_k(k: int, num_classes: int) -> int:
+    """``k`` when it is between 1 and ``num_classes``; else ValueError naming the range.
+
+    Never clamped: a client asking a 3-class model for its top 5 has a mistake worth hearing
+    about, and every protocol and tool answers it the same way."""
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"top_k={k} must be between 1 and {num_classes} (the model's classes)")
+    return k
+
+
 def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
     """(index, score) of the k largest probabilities, descending (ties: lower index first)."""
     k = min(k, probabilities.shape[0])

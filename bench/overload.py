@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from artifact.layout import DEFAULT_MODEL_FOLDER
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
 from bench.engine import make_uploads, raw_engine
@@ -25,7 +26,7 @@ from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_resul
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench overload", description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("models/xception/1"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FOLDER)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--clients", type=int, default=10, help="unloaded run's clients")
     parser.add_argument("--factor", type=int, default=10, help="storm = factor × clients")

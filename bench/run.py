@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from artifact.layout import DEFAULT_MODEL_FOLDER
 from artifact.preprocess import Preprocessor
 from artifact.runtime import CUDA_EP, ModelRuntime, available_cores
 from bench.engine import decode_cost, make_uploads, raw_engine
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         type=Path,
-        default=Path("models/xception/1"),
+        default=DEFAULT_MODEL_FOLDER,
         help="model folder; exported with --weights none when missing",
     )
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")

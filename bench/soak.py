@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from artifact.layout import DEFAULT_MODEL_FOLDER
 from bench.engine import make_uploads
 from bench.loadgen import ServiceProcess, start_service
 from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
@@ -34,7 +35,7 @@ Files = list[tuple[str, bytes]]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("models/xception/1"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FOLDER)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup-share", type=float, default=0.1)

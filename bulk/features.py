@@ -21,7 +21,7 @@ from tqdm import tqdm
 from artifact.batches import run_folder
 from artifact.errors import ModelLoadError
 from artifact.images import list_images
-from artifact.layout import MODEL_FILE, model_file
+from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
 from artifact.preprocess import Preprocessor
 from artifact.results import l2_normalize
 from artifact.runtime import ModelRuntime, available_cores
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         type=Path,
-        default=Path("models/xception/1"),
-        help="model folder or .onnx file (default models/xception/1)",
+        default=DEFAULT_MODEL_FOLDER,
+        help=f"model folder or .onnx file (default {DEFAULT_MODEL_FOLDER})",
     )
     parser.add_argument(
         "--out",

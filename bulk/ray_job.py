@@ -21,10 +21,10 @@ import numpy as np
 
 from artifact.card import ModelCard
 from artifact.errors import ImageError, ModelLoadError
-from artifact.layout import CARD_FILE, model_file
+from artifact.layout import CARD_FILE, DEFAULT_MODEL_FOLDER, model_file
 from artifact.preprocess import Preprocessor
 from artifact.repository import read_card_file
-from artifact.results import l2_normalize, top_k
+from artifact.results import check_top_k, l2_normalize, top_k
 from artifact.runtime import ModelRuntime, available_cores
 from bulk.sources import SourceError, done_paths, list_source
 
@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("source", metavar="SOURCE", help="a folder, a glob, or a .txt/.parquet list of paths")
-    add("--model", type=Path, default=Path("models/xception/1"),
-        help="model folder or .onnx file (default models/xception/1)")  # fmt: skip
+    add("--model", type=Path, default=DEFAULT_MODEL_FOLDER,
+        help=f"model folder or .onnx file (default {DEFAULT_MODEL_FOLDER})")  # fmt: skip
     add("--out", type=Path, required=True, metavar="OUT.parquet",
         help="output folder of Parquet files; a rerun skips the paths already in it")  # fmt: skip
     add("--address", default=None,
@@ -110,13 +110,17 @@ def read_and_preprocess(batch: Batch, card: dict[str, Any]) -> Batch:
     return {"path": batch["path"], "pixels": pixels, "error": np.array(errors, dtype=str)}
 
 
+class OptionError(Exception):
+    """An option that does not fit the model (``--top-k`` above its class count)."""
+
+
 class Predictor:
     """Actor: one ONNX Runtime session, run on every batch of readable images."""
 
     def __init__(self, model: str, device: str, threads: int, top_k: int, normalize: bool):
         self.runtime = ModelRuntime(model_file(Path(model)), device, threads)  # type: ignore[arg-type]
         self.labels = self.runtime.card.labels
-        self.top_k = min(top_k, self.runtime.card.num_classes)
+        self.top_k = check_top_k(top_k, self.runtime.card.num_classes)
         self.normalize = normalize
 
     def __call__(self, batch: Batch) -> Any:
@@ -158,7 +162,12 @@ def run(options: argparse.Namespace) -> JobResult:
     if not todo:
         return JobResult(0, len(paths), 0.0, 0)
     model = str(options.model.resolve())
-    card = model_card(Path(model)).model_dump(mode="json")  # fails fast, before Ray starts
+    checked = model_card(Path(model))  # fails fast, before Ray starts
+    try:
+        check_top_k(options.top_k, checked.num_classes)
+    except ValueError as exc:
+        raise OptionError(f"--top-k: {exc}") from exc
+    card = checked.model_dump(mode="json")
     if options.address:
         ray.init(address=options.address, log_to_driver=False)
     else:
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         written, skipped, seconds, _ = run(options)
-    except (SourceError, ModelLoadError) as exc:
+    except (SourceError, ModelLoadError, OptionError) as exc:
         print(f"xception-bulk: {exc}", file=sys.stderr)
         return 1
     rate = f" in {seconds:.1f}s ({written / seconds:.1f} img/s)" if written else ""

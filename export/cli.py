@@ -11,13 +11,13 @@ import dataclasses
 import sys
 from typing import Any
 
-from artifact.layout import is_published
+from artifact.layout import DEFAULT_MODEL_FOLDER, is_published
 from export.errors import ExportError
 from export.options import ExportOptions, TrainOptions
 
 EXAMPLES = (
     "examples:\n"
-    "  xception-export --weights imagenet                 # models/xception/1\n"
+    f"  xception-export --weights imagenet                 # {DEFAULT_MODEL_FOLDER}\n"
     "  xception-export --weights none --out /tmp/m/x/1     # random weights (tests)\n"
     "  xception-export --weights ./xception.pth --out models/xception/2  # offline\n"
     "  xception-export --data ./cats_vs_dogs --out models/catsdogs/1      # fine-tune"

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from artifact.card import Precision
-from artifact.layout import LayoutError, check_version_folder
+from artifact.layout import DEFAULT_MODEL_FOLDER, LayoutError, check_version_folder
 
-DEFAULT_OUT = Path("models/xception/1")
+DEFAULT_OUT = DEFAULT_MODEL_FOLDER
 DEFAULT_OPSET = 18  # the opset the serving graph is exported at (>= 17: the contract)
 
 

@@ -10,7 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from service.config import Settings, describe_validation_error, unknown_variables
-from service.tracing import configure_logging
+from service.observability.tracing import configure_logging
 
 logger = logging.getLogger("service.cli")
 
@@ -35,17 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     for warning in unknown_variables(os.environ):
         logger.warning(warning)
     from artifact.errors import ModelLoadError
-    from service.app import create_app, load_runtime
-    from service.server import serve
+    from service.app import create_app
+    from service.edge.server import check_uvicorn, serve
+    from service.repository.sources import source_for
 
-    runtime = None
+    if (problem := check_uvicorn()) is not None:
+        print(f"xception-serve: {problem}", file=sys.stderr)
+        return 2
+    source = source_for(settings)
     if settings.model_repository is None:  # one model: it must load, or nothing is served
         try:
-            runtime = load_runtime(settings)
+            source.scan()
         except ModelLoadError as exc:
             print(f"xception-serve: {exc}", file=sys.stderr)
             return 1
-    serve(create_app(settings, runtime), settings)
+    serve(create_app(settings, source), settings)
     return 0
 
 

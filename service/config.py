@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,10 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from artifact.layout import MODEL_FILE, model_file
+from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
 from artifact.runtime import available_cores
-from service.protocols.image_sources import UrlPolicy
-from service.repository.policy import VersionPolicy
 
 ENV_PREFIX = "XCEPTION_"
 # XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
@@ -34,6 +34,36 @@ DEPLOYMENT_VARIABLES = frozenset(
 )  # fmt: skip
 
 
+POLICY = re.compile(r"latest(?::([1-9][0-9]*))?|all")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """``latest`` (the newest), ``latest:N`` (the N newest) or ``all``, as in Triton."""
+
+    newest: int | None  # None: all versions
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        """The policy ``text`` names; ValueError saying the accepted forms otherwise."""
+        match = POLICY.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not a version policy: use latest, latest:N or all")
+        if text.strip() == "all":
+            return cls(None)
+        return cls(int(match.group(1) or 1))
+
+    def select(self, versions: list[str]) -> list[str]:
+        """The versions to serve among ``versions`` (digit strings), newest first."""
+        ordered = sorted(versions, key=int, reverse=True)
+        return ordered if self.newest is None else ordered[: self.newest]
+
+    def __str__(self) -> str:
+        if self.newest is None:
+            return "all"
+        return "latest" if self.newest == 1 else f"latest:{self.newest}"
+
+
 class Settings(BaseSettings):
     """The service's configuration; defaults are documented in the README."""
 
@@ -42,7 +72,7 @@ class Settings(BaseSettings):
     # Repository mode: serve every <name>/<version> under this folder instead of one model
     # (before `model`: its check reads this).
     model_repository: Path | None = Field(None, description="folder of <name>/<version>/")
-    model: Path = Field(Path("models/xception/1"), description="model folder or .onnx file")
+    model: Path = Field(DEFAULT_MODEL_FOLDER, description="model folder or .onnx file")
     version_policy: str = Field("latest", description="latest | latest:N | all, per model")
     default_model: str | None = Field(None, description="model for requests that name none")
     # Repository mode: rescan every this many seconds for new and removed versions (0: never;
@@ -52,7 +82,7 @@ class Settings(BaseSettings):
     # Unset = the provider's tuned default (see service.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
-    max_queue: int = Field(64, ge=1, description="images waiting for inference, all requests")
+    max_queue: int = Field(64, ge=1, description="images queued or arriving, per model version")
     request_timeout_s: float = Field(30.0, gt=0.0)
     max_upload_mb: float = Field(20.0, gt=0.0, description="largest request body")
     max_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width × height")
@@ -154,10 +184,9 @@ class Settings(BaseSettings):
         return VersionPolicy.parse(self.version_policy)
 
     @property
-    def url_policy(self) -> UrlPolicy:
-        """Where, how big and how long image URLs may be fetched from."""
-        hosts = frozenset(h.strip().lower() for h in self.url_hosts.split(",") if h.strip())
-        return UrlPolicy(hosts, self.max_upload_bytes, self.url_timeout_s)
+    def url_host_set(self) -> frozenset[str]:
+        """``XCEPTION_URL_HOSTS`` as lower-case host names."""
+        return frozenset(h.strip().lower() for h in self.url_hosts.split(",") if h.strip())
 
     @property
     def max_upload_bytes(self) -> int:

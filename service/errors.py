@@ -1,215 +1,195 @@
-"""The error envelope: every failure is ``{"error": {"code", "message"}}`` with its status.
+"""Every error code the service answers with, in one registry: code → status → meaning.
 
-Services raise :class:`ServiceError` subclasses, and image decoding raises the artifact
-layer's plain :class:`~artifact.errors.ImageError` (mapped by :data:`IMAGE_ERRORS`); the
-handlers registered by :func:`install_error_handlers` turn them, FastAPI's validation
-errors and any unexpected exception into the envelope, so no client ever sees a bare 500.
+The registry feeds the error envelope (:mod:`service.edge.envelope`), the error table in
+``docs/reference.md`` (``python -m service.errors`` prints it; ``tests/test_readme.py`` checks
+the page against it) and the tests. Code anywhere in the service refuses a request by raising
+the one type, :class:`ServiceError`, naming a registered code; nothing else carries a status.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from typing import Any
+import sys
+from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from artifact.errors import (
-    EmptyImage,
-    ImageError,
-    ImageTooLarge,
-    NotAnImage,
-    UndecodableImage,
-    UnsupportedAspectRatio,
+@dataclass(frozen=True)
+class ErrorCode:
+    """One kind of failure: its HTTP status, its snake_case code, when it is answered (the
+    docs' table), and the ``Retry-After`` it carries when the client should simply retry."""
+
+    status: int
+    code: str
+    meaning: str
+    retry_after_s: int | None = None
+
+
+INVALID_IMAGE = ErrorCode(
+    400,
+    "invalid_image",
+    "the bytes claim an image format (magic bytes) but do not decode",
+)
+EMPTY_FILE = ErrorCode(400, "empty_file", "an empty `file` part")
+HTTP_ERROR = ErrorCode(
+    400,
+    "http_error",
+    "a malformed multipart body (e.g. a part over the parser's 1 MB field limit)",
+)
+INVALID_IMAGE_REFERENCE = ErrorCode(
+    400,
+    "invalid_image_reference",
+    "a JSON image or embeddings input that is not valid base64, a malformed data URI, or a "
+    "URL the server does not fetch (`XCEPTION_URL_HOSTS`); names the index",
+)
+INVALID_TENSOR = ErrorCode(
+    400,
+    "invalid_tensor",
+    "a v2 infer request whose JSON, tensors, shapes, datatypes or outputs do not fit the model",
+)
+MODEL_LOAD_FAILED = ErrorCode(
+    400,
+    "model_load_failed",
+    "an explicit load of a model none of whose versions loads; each version's reason",
+)
+UNAUTHORIZED = ErrorCode(
+    401,
+    "unauthorized",
+    "`XCEPTION_API_KEY` set and `Authorization: Bearer <key>` missing, malformed (any bytes) "
+    "or wrong; checked from the headers, constant-time",
+)
+NOT_FOUND = ErrorCode(404, "not_found", "unknown path")
+MODEL_NOT_FOUND = ErrorCode(
+    404,
+    "model_not_found",
+    "`?model=`/`?version=`, a v2 path or an embeddings `model` names a model or version that "
+    "is not served; the message lists what is",
+)
+METHOD_NOT_ALLOWED = ErrorCode(405, "method_not_allowed", "wrong method")
+REQUEST_TIMEOUT = ErrorCode(
+    408,
+    "request_timeout",
+    "headers not received within `XCEPTION_HEADER_TIMEOUT_S`, or the body within "
+    "`XCEPTION_BODY_TIMEOUT_S`; the connection is closed",
+)
+UPLOAD_TOO_LARGE = ErrorCode(
+    413,
+    "upload_too_large",
+    "body over `XCEPTION_MAX_UPLOAD_MB` (from Content-Length, or while reading a chunked "
+    "body), or a fetched image URL over it",
+)
+IMAGE_TOO_LARGE = ErrorCode(
+    413,
+    "image_too_large",
+    "width × height over `XCEPTION_MAX_PIXELS`, read from the image header before decoding",
+)
+TOO_MANY_FILES = ErrorCode(
+    413,
+    "too_many_files",
+    "more than `XCEPTION_MAX_FILES` images in one request",
+)
+UNSUPPORTED_MEDIA_TYPE = ErrorCode(
+    415,
+    "unsupported_media_type",
+    "not an image format; a data URI of a non-image type; a request body type other than "
+    "multipart, `image/*`, `application/octet-stream` or JSON",
+)
+INVALID_PARAMETER = ErrorCode(
+    422,
+    "invalid_parameter",
+    "bad query or body parameter (at most 5 problems, each with at most 80 characters of the "
+    "value sent), `top_k` above the model's class count on any protocol, no `file` part; no "
+    "model named while several models are served and none is the default",
+)
+UNSUPPORTED_ASPECT_RATIO = ErrorCode(
+    422,
+    "unsupported_aspect_ratio",
+    "longer side over `XCEPTION_MAX_ASPECT_RATIO` × the shorter",
+)
+HEADERS_TOO_LARGE = ErrorCode(
+    431,
+    "headers_too_large",
+    "request line + headers over `XCEPTION_MAX_HEADER_KB`; the connection is closed",
+)
+CLIENT_CLOSED_REQUEST = ErrorCode(
+    499,
+    "client_closed_request",
+    "the client left before its result (logged and counted only; nginx's convention)",
+)
+INFERENCE_FAILED = ErrorCode(
+    500,
+    "inference_failed",
+    "the model raised for the batch this request was in (every request in it gets this answer)",
+)
+INTERNAL_ERROR = ErrorCode(500, "internal_error", "a bug (logged with its traceback)")
+OVERLOADED = ErrorCode(
+    503,
+    "overloaded",
+    "the images ahead would take longer than `XCEPTION_MAX_QUEUE_WAIT_S`, or "
+    "`XCEPTION_MAX_QUEUE` images of this version are queued or arriving; decided before the "
+    "body is read (and again with the request's image count before decoding); `Retry-After` ="
+    " seconds until the work ahead drops under the bound, at the measured time per image",
+)
+NOT_READY = ErrorCode(
+    503,
+    "not_ready",
+    "the model (version) asked for is loading or warming up",
+    retry_after_s=5,
+)
+SHUTTING_DOWN = ErrorCode(
+    503,
+    "shutting_down",
+    "draining after SIGTERM; uploads still arriving are cut off with it",
+    retry_after_s=1,
+)
+TOO_MANY_CONNECTIONS = ErrorCode(
+    503,
+    "too_many_connections",
+    "more than `XCEPTION_MAX_CONNECTIONS` open connections",
+    retry_after_s=1,
+)
+TIMEOUT = ErrorCode(
+    504,
+    "timeout",
+    "no result within `XCEPTION_REQUEST_TIMEOUT_S` (or the request's own, shorter, v2 "
+    "`parameters.timeout`)",
 )
 
-logger = logging.getLogger("service.errors")
-
-V2_PREFIX = "/v2"
-# A 422 names each bad parameter with an excerpt of what was sent, never the whole value.
-MAX_VALIDATION_PROBLEMS = 5
-MAX_EXCERPT_CHARS = 80
-
-
-# The artifact layer's image errors as HTTP answers (status, code).
-IMAGE_ERRORS: dict[type[ImageError], tuple[int, str]] = {
-    EmptyImage: (400, "empty_file"),
-    UndecodableImage: (400, "invalid_image"),
-    ImageTooLarge: (413, "image_too_large"),
-    NotAnImage: (415, "unsupported_media_type"),
-    # Valid, but resizing it would cost far more than its size suggests.
-    UnsupportedAspectRatio: (422, "unsupported_aspect_ratio"),
-}
+REGISTRY: tuple[ErrorCode, ...] = tuple(
+    sorted(
+        (value for value in list(globals().values()) if isinstance(value, ErrorCode)),
+        key=lambda error: (error.status, error.code),
+    )
+)
+BY_CODE = {error.code: error for error in REGISTRY}
+assert len(BY_CODE) == len(REGISTRY), "two registry entries share a code"
 
 
 class ServiceError(Exception):
-    """A failure with an HTTP status, a snake_case code and a message that says what to do."""
+    """A request refused or failed: a registered :class:`ErrorCode`, a message that names what
+    was wrong and what to do, and ``Retry-After`` (the code's own unless given)."""
 
-    status_code = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(self, error: ErrorCode, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
+        self.error = error
         self.message = message
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = error.retry_after_s if retry_after_s is None else retry_after_s
+
+    @property
+    def status_code(self) -> int:
+        return self.error.status
+
+    @property
+    def code(self) -> str:
+        return self.error.code
 
 
-class UploadTooLarge(ServiceError):
-    status_code, code = 413, "upload_too_large"
+def markdown_table() -> str:
+    """The registry as the Markdown table ``docs/reference.md`` shows."""
+    lines = ["| status | code | when |", "|---|---|---|"]
+    for error in REGISTRY:
+        retry = f" (`Retry-After: {error.retry_after_s}`)" if error.retry_after_s else ""
+        lines.append(f"| {error.status} | `{error.code}` | {error.meaning}{retry} |")
+    return "\n".join(lines)
 
 
-class TooManyFiles(ServiceError):
-    status_code, code = 413, "too_many_files"
-
-
-class BadImageReference(ServiceError):
-    # Malformed base64, a data URI without ;base64, a URL the server will not fetch.
-    status_code, code = 400, "invalid_image_reference"
-
-
-class UnsupportedContentType(ServiceError):
-    status_code, code = 415, "unsupported_media_type"
-
-
-class ModelNotFound(ServiceError):
-    status_code, code = 404, "model_not_found"
-
-
-class ModelLoadFailed(ServiceError):
-    # POST /v2/repository/models/{name}/load: no version of the model could be loaded.
-    status_code, code = 400, "model_load_failed"
-
-
-class InvalidTensor(ServiceError):
-    # A v2 infer request whose tensors, shapes or datatypes do not fit the model.
-    status_code, code = 400, "invalid_tensor"
-
-
-class InvalidParameter(ServiceError):
-    status_code, code = 422, "invalid_parameter"
-
-
-class Unauthorized(ServiceError):
-    status_code, code = 401, "unauthorized"
-
-
-class Overloaded(ServiceError):
-    status_code, code = 503, "overloaded"
-
-
-class NotReady(ServiceError):
-    status_code, code = 503, "not_ready"
-
-
-class ShuttingDown(ServiceError):
-    status_code, code = 503, "shutting_down"
-
-
-class RequestTimeout(ServiceError):
-    status_code, code = 504, "timeout"
-
-
-class ClientClosedRequest(ServiceError):
-    # nginx's convention: logged and counted, though nobody is left to read it.
-    status_code, code = 499, "client_closed_request"
-
-
-class InferenceFailed(ServiceError):
-    status_code, code = 500, "inference_failed"
-
-
-def error_response(
-    status_code: int,
-    code: str,
-    message: str,
-    retry_after_s: int | None = None,
-    *,
-    close: bool = False,
-    path: str = "",
-) -> JSONResponse:
-    """The envelope as a response; 503s carry ``Retry-After``.
-
-    ``path``: the request's; under ``/v2`` the body is the Open Inference Protocol's
-    ``{"error": "message"}`` (what tritonclient reads). ``close``: answer
-    ``Connection: close`` — for refusals sent before the body was read, so the server closes
-    the connection instead of reading the rest of the upload.
-    """
-    headers = {}
-    if retry_after_s is not None:
-        headers["Retry-After"] = str(retry_after_s)
-    if status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if close:
-        headers["Connection"] = "close"
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if path.startswith(V2_PREFIX):
-        body = {"error": message}  # the Open Inference Protocol's error body
-    return JSONResponse(body, status_code=status_code, headers=headers)
-
-
-def envelope_bytes(code: str, message: str) -> bytes:
-    """The envelope's JSON body, for answers written below the ASGI app (the HTTP protocol)."""
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return error_response(
-        exc.status_code, exc.code, exc.message, exc.retry_after_s, path=request.url.path
-    )
-
-
-async def _image_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImageError)
-    status, code = IMAGE_ERRORS.get(type(exc), (400, "invalid_image"))
-    return error_response(status, code, str(exc), path=request.url.path)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    problems = [_describe(item) for item in errors[:MAX_VALIDATION_PROBLEMS]]
-    if len(errors) > MAX_VALIDATION_PROBLEMS:
-        problems.append(f"and {len(errors) - MAX_VALIDATION_PROBLEMS} more")
-    return error_response(422, "invalid_parameter", "; ".join(problems), path=request.url.path)
-
-
-def _describe(item: Any) -> str:
-    """One validation problem, with at most a short excerpt of the value that caused it:
-    the submitted value may be megabytes (a text field named ``file``), never echo it."""
-    where = ".".join(str(part) for part in item["loc"] if part not in ("body", "query"))
-    value = item.get("input")
-    if value in (None, {}):
-        return f"{where}: {item['msg']}"
-    shown = repr(value)
-    if len(shown) > MAX_EXCERPT_CHARS:
-        shown = f"{shown[:MAX_EXCERPT_CHARS]}… ({len(shown):,} characters)"
-    return f"{where}: {item['msg']} (got {shown})"
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), path=request.url.path)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        500,
-        "internal_error",
-        "unexpected server error; it has been logged",
-        path=request.url.path,
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every failure through the envelope."""
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(ImageError, _image_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+if __name__ == "__main__":  # python -m service.errors: the table for docs/reference.md
+    sys.stdout.write(markdown_table() + "\n")

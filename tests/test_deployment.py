@@ -159,7 +159,7 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
     assert api_cpu["environment"]["XCEPTION_DEVICE"] == "cpu"
     # The compose defaults are the service's tuned per-provider defaults.
     from artifact.runtime import CPU_EP, CUDA_EP
-    from service.batcher import BATCHING_DEFAULTS
+    from service.core.batcher import BATCHING_DEFAULTS
 
     for service, provider in ((api, CUDA_EP), (api_cpu, CPU_EP)):
         size, delay = BATCHING_DEFAULTS[provider]

@@ -15,13 +15,17 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from service import errors
+from service.config import Settings
+from service.errors import ErrorCode
+
 
 class SourceError(ValueError):
     """An image reference that cannot be used; the message names it (index, reason)."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
+    def __init__(self, message: str, error: ErrorCode = errors.INVALID_IMAGE_REFERENCE) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.error = error
 
 
 def decode_base64(value: str, where: str) -> bytes:
@@ -33,7 +37,10 @@ def decode_base64(value: str, where: str) -> bytes:
             raise SourceError(f"{where}: a data URI must be 'data:image/<type>;base64,<data>'")
         media = header[len("data:") : -len(";base64")]
         if not media.startswith("image/"):
-            raise SourceError(f"{where}: data URI of type {media!r} is not an image", 415)
+            raise SourceError(
+                f"{where}: data URI of type {media!r} is not an image",
+                errors.UNSUPPORTED_MEDIA_TYPE,
+            )
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -47,6 +54,11 @@ class UrlPolicy:
     hosts: frozenset[str]
     max_bytes: int
     timeout_s: float
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> UrlPolicy:
+        """``XCEPTION_URL_HOSTS``, ``XCEPTION_MAX_UPLOAD_MB``, ``XCEPTION_URL_TIMEOUT_S``."""
+        return cls(settings.url_host_set, settings.max_upload_bytes, settings.url_timeout_s)
 
     def check(self, url: str, where: str) -> None:
         """A :class:`SourceError` unless ``url`` may be fetched (decided without the network)."""
@@ -76,7 +88,7 @@ class UrlPolicy:
         if len(data) > self.max_bytes:
             raise SourceError(
                 f"{where}: {url} is larger than {self.max_bytes:,} bytes (XCEPTION_MAX_UPLOAD_MB)",
-                413,
+                errors.UPLOAD_TOO_LARGE,
             )
         return data
 

@@ -17,10 +17,11 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from artifact.results import l2_normalize
-from service.admission import Ticket
-from service.inference import ClientGone, InferenceService
+from service.config import Settings
+from service.core.admission import Ticket
+from service.core.inference import ClientGone, InferenceService, Upload
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
-from service.protocols.uploads import Upload, source_error
+from service.protocols.uploads import source_error
 
 
 class EmbeddingsRequest(BaseModel):
@@ -39,19 +40,20 @@ def model_ref(model: str) -> tuple[str, str | None]:
 async def embed(
     service: InferenceService,
     request: EmbeddingsRequest,
-    urls: UrlPolicy,
+    settings: Settings,
+    ticket: Ticket,
     client_gone: ClientGone,
-    ticket: Ticket | None,
 ) -> dict[str, Any]:
     """The OpenAI embeddings response for ``request``, from ``service`` (the version its
     ``model`` routes to: :func:`model_ref`)."""
     card = service.card
     items = [request.input] if isinstance(request.input, str) else request.input
-    service.check_count(len(items))  # before fetching or decoding any of them
+    service.accept(len(items), ticket)  # before fetching or decoding any of them
+    urls = UrlPolicy.for_settings(settings)
     uploads = [
         Upload(f"input[{i}]", await _load(v, f"input[{i}]", urls)) for i, v in enumerate(items)
     ]
-    rows = await service.infer(uploads, client_gone, ticket)
+    rows = await service.infer_accepted(uploads, ticket, client_gone)
     data = []
     for index, row in enumerate(rows):
         vector = l2_normalize(row.features).astype(np.float32)

@@ -10,31 +10,19 @@ Every way goes through the same limits afterwards (body size before, files and p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from service.errors import (
-    BadImageReference,
-    InvalidParameter,
-    ServiceError,
-    UnsupportedContentType,
-    UploadTooLarge,
-)
+from service import errors
+from service.core.inference import Upload
+from service.errors import ServiceError
 from service.protocols.image_sources import SourceError, decode_base64
 
 HOW_TO_SEND = (
     "send multipart/form-data parts named 'file', one raw image (Content-Type: image/*), "
     'or JSON {"images": [{"data": "<base64>", "filename": "…"}]}'
 )
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    data: bytes
 
 
 class JsonImage(BaseModel):
@@ -54,7 +42,10 @@ async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
         try:
             parts = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
             if not parts:
-                raise InvalidParameter(f"file: no part named 'file' in the form; {HOW_TO_SEND}")
+                raise ServiceError(
+                    errors.INVALID_PARAMETER,
+                    f"file: no part named 'file' in the form; {HOW_TO_SEND}",
+                )
             return [Upload(part.filename or "", await part.read()) for part in parts]
         finally:
             await form.close()  # the parts' spooled temporary files, now rather than at GC
@@ -63,8 +54,13 @@ async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
     if media == "application/json":
         return _json_images(await request.body())
     if not media:
-        raise InvalidParameter(f"no Content-Type and no images; {HOW_TO_SEND}")
-    raise UnsupportedContentType(f"Content-Type {media!r} is not accepted here; {HOW_TO_SEND}")
+        raise ServiceError(
+            errors.INVALID_PARAMETER, f"no Content-Type and no images; {HOW_TO_SEND}"
+        )
+    raise ServiceError(
+        errors.UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Type {media!r} is not accepted here; {HOW_TO_SEND}",
+    )
 
 
 def _json_images(body: bytes) -> list[Upload]:
@@ -73,7 +69,9 @@ def _json_images(body: bytes) -> list[Upload]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidParameter(f"JSON body, {where}: {first['msg']}; {HOW_TO_SEND}") from exc
+        raise ServiceError(
+            errors.INVALID_PARAMETER, f"JSON body, {where}: {first['msg']}; {HOW_TO_SEND}"
+        ) from exc
     uploads = []
     for index, item in enumerate(parsed.images):
         name = item.filename or f"images[{index}]"
@@ -86,5 +84,4 @@ def _json_images(body: bytes) -> list[Upload]:
 
 def source_error(exc: SourceError) -> ServiceError:
     """The HTTP answer for an unusable image reference."""
-    kind = {413: UploadTooLarge, 415: UnsupportedContentType}.get(exc.status_code)
-    return (kind or BadImageReference)(str(exc))
+    return ServiceError(exc.error, str(exc))

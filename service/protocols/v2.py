@@ -15,11 +15,13 @@ import numpy as np
 
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from artifact.results import top_k
-from service.admission import Ticket
-from service.batcher import Rows
-from service.errors import InvalidTensor
-from service.inference import ClientGone, InferenceService
-from service.protocols.uploads import Upload
+from service import errors
+from service.core.admission import Ticket
+from service.core.batcher import Rows
+from service.core.inference import ClientGone, InferenceService, Upload
+from service.errors import ServiceError
+from service.observability.tracing import REQUEST_ID, sane
+from service.protocols.parameters import checked_top_k
 from service.protocols.v2_codec import (
     InferRequest,
     ProtocolError,
@@ -27,7 +29,6 @@ from service.protocols.v2_codec import (
     encode_response,
     parse_request,
 )
-from service.tracing import REQUEST_ID, sane
 
 BYTES_INPUT = "image_bytes"
 PLATFORM = "onnx_onnxv1"
@@ -56,29 +57,29 @@ async def infer(
     service: InferenceService,
     body: bytes,
     header_length: str | None,
+    ticket: Ticket,
     client_gone: ClientGone,
-    ticket: Ticket | None,
 ) -> tuple[bytes, int | None]:
     """A v2 infer request → (response body, JSON header length when outputs are binary)."""
     try:
         request = parse_request(body, header_length)
     except ProtocolError as exc:
-        raise InvalidTensor(str(exc)) from exc
+        raise _invalid(str(exc)) from exc
     if request_id := sane(request.id):
         REQUEST_ID.set(request_id)  # the response's X-Request-ID and its log lines
     card = service.card
-    wanted = _requested(request, card)
+    wanted = _requested(request, service)
     if set(request.inputs) == {INPUT_NAME}:
         images = _pixels(request.inputs[INPUT_NAME], card)
-        rows = await service.infer_pixels(images, client_gone, ticket, request.timeout_s)
+        rows = await service.infer_pixels(images, ticket, client_gone, request.timeout_s)
     elif set(request.inputs) == {BYTES_INPUT}:
         tensor = request.inputs[BYTES_INPUT]
-        if tensor.datatype != "BYTES" or len(tensor.shape) != 1:
-            raise InvalidTensor(f"input {BYTES_INPUT!r} must be BYTES of shape [N]")
+        if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or not tensor.shape[0]:
+            raise _invalid(f"input {BYTES_INPUT!r} must be BYTES of shape [N], N ≥ 1")
         uploads = [Upload(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.values)]
-        rows = await service.infer(uploads, client_gone, ticket, request.timeout_s)
+        rows = await service.infer(uploads, ticket, client_gone, request.timeout_s)
     else:
-        raise InvalidTensor(
+        raise _invalid(
             f"inputs {sorted(request.inputs)}: send exactly one of {INPUT_NAME!r} (UINT8 "
             f"[N, H, W, 3]) or {BYTES_INPUT!r} (BYTES [N])"
         )
@@ -88,30 +89,33 @@ async def infer(
     return encode_response(header, [(_output(name, k, rows, card), b) for name, k, b in wanted])
 
 
-def _requested(request: InferRequest, card: ModelCard) -> list[tuple[str, int, bool]]:
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(errors.INVALID_TENSOR, message)
+
+
+def _requested(request: InferRequest, service: InferenceService) -> list[tuple[str, int, bool]]:
     """(output name, classification k, binary) for each output to return."""
     if not request.outputs:
         return [(name, 0, request.binary_outputs) for name in OUTPUT_NAMES]
     wanted = []
     for output in request.outputs:
         if output.name not in OUTPUT_NAMES:
-            raise InvalidTensor(f"unknown output {output.name!r}; outputs: {list(OUTPUT_NAMES)}")
+            raise _invalid(f"unknown output {output.name!r}; outputs: {list(OUTPUT_NAMES)}")
         if output.classification and output.name != OUTPUT_NAMES[0]:
-            raise InvalidTensor(f"classification applies to {OUTPUT_NAMES[0]!r} only")
-        if output.classification > card.num_classes:
-            raise InvalidTensor(
-                f"classification {output.classification} exceeds the {card.num_classes} classes"
-            )
+            raise _invalid(f"classification applies to {OUTPUT_NAMES[0]!r} only")
+        if output.classification:  # the same rule and answer as /classify's top_k
+            checked_top_k(output.classification, service)
         wanted.append((output.name, output.classification, output.binary))
     return wanted
 
 
 def _pixels(tensor: Tensor, card: ModelCard) -> list[np.ndarray]:
     height, width = card.input_size
-    if tensor.datatype != "UINT8" or tensor.shape[1:] != (height, width, 3):
-        raise InvalidTensor(
-            f"input {INPUT_NAME!r} must be UINT8 [N, {height}, {width}, 3] (pixels resized as "
-            f"the model card says), got {tensor.datatype} {list(tensor.shape)}"
+    shape = tensor.shape
+    if tensor.datatype != "UINT8" or shape[1:] != (height, width, 3) or not shape[0]:
+        raise _invalid(
+            f"input {INPUT_NAME!r} must be UINT8 [N, {height}, {width}, 3] with N ≥ 1 (pixels "
+            f"resized as the model card says), got {tensor.datatype} {list(shape)}"
         )
     array = np.asarray(tensor.values).reshape(tensor.shape)
     return list(array)

@@ -4,7 +4,7 @@ A request is JSON, optionally followed by raw tensor bytes: the ``Inference-Head
 header says where the JSON ends, and each input with ``parameters.binary_data_size`` takes its
 bytes from what follows, in order (little-endian, row-major; a BYTES element is a 4-byte length
 then its bytes). Responses mirror it: each output in JSON ``data`` or, when asked for, in binary.
-Nothing here knows about the model; :mod:`service.routes.v2` does the inference.
+Nothing here knows about the model; :mod:`service.protocols.v2` does the inference.
 """
 
 from __future__ import annotations

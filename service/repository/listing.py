@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.config import Settings
+from service.core.inference import InferenceService
 from service.errors import ServiceError
-from service.inference import InferenceService
 from service.repository.repository import ModelRepository
 from service.repository.version import ModelVersion
 
@@ -82,7 +82,6 @@ def runtime_info(service: InferenceService, settings: Settings) -> dict[str, Any
     return {
         "provider": service.runtime.provider,
         "model_file": str(service.runtime.path),
-        "ready": service.ready,
         "warmup_seconds": service.warmup_seconds,
         "batching": {
             "max_batch_size": service.max_batch_size,

@@ -1,11 +1,12 @@
 """The model repository: every version the server knows, which ones serve, and routing.
 
-Two sources: ``XCEPTION_MODEL_REPOSITORY`` (every ``<name>/<version>`` published under a
-folder, rescanned every ``XCEPTION_POLL_S`` and on ``POST /v2/repository/...``), or
-``XCEPTION_MODEL`` (one model, as before). A rescan (:meth:`ModelRepository.reconcile`)
-loads what the version policy wants and is not loaded — warmed up before it takes traffic —
-and only once those are ready drains what the policy no longer wants. A version that fails to
-load is reported, remembered until its files change, and never displaces a working one.
+Its versions come from a :class:`~service.repository.sources.ModelSource`: a folder of
+published ``<name>/<version>`` folders (``XCEPTION_MODEL_REPOSITORY``, rescanned every
+``XCEPTION_POLL_S`` and on ``POST /v2/repository/...``), or one model (``XCEPTION_MODEL``), a
+repository holding one version. A rescan (:meth:`ModelRepository.reconcile`) loads what the
+version policy wants and is not loaded — warmed up before it takes traffic — and only once
+those are ready drains what the policy no longer wants. A version that fails to load is
+reported, remembered until its files change, and never displaces a working one.
 
 Budget on a few cores: every session keeps ONNX Runtime's per-session thread pool sized to
 all cores (idle threads sleep; nothing spins), and a lock lets one model run at a time, so
@@ -25,42 +26,33 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from artifact.repository import check_identity, scan_repository, signature_of, verify_version
-from artifact.runtime import ModelRuntime
+from service import errors
 from service.config import Settings
-from service.errors import InvalidParameter, ModelLoadFailed, ModelNotFound, NotReady
-from service.inference import NOT_READY_RETRY_AFTER_S, InferenceService
-from service.limits import DrainSignal
+from service.core.drain import DrainSignal
+from service.core.inference import InferenceService
+from service.errors import ServiceError
+from service.repository.sources import Found, ModelSource
 from service.repository.version import ModelVersion
 
 logger = logging.getLogger("service.repository")
-
-Found = dict[str, dict[str, Path]]  # {name: {version: folder}}
 
 
 class ModelRepository:
     """Owns every :class:`ModelVersion`, the shared decode pool and the run lock."""
 
-    def __init__(
-        self, settings: Settings, drain: DrainSignal, preloaded: ModelRuntime | None = None
-    ) -> None:
-        """``preloaded``: single-model mode's runtime, loaded before the server starts."""
+    def __init__(self, settings: Settings, drain: DrainSignal, source: ModelSource) -> None:
         self.settings = settings
         self.drain = drain
+        self.source = source
         self.policy = settings.policy
         self.versions: dict[tuple[str, str], ModelVersion] = {}
         self.held: set[str] = set()  # unloaded on request: scans leave them alone until loaded
         self.found: Found = {}
         self.scanned = False
-        self._preloaded = preloaded if settings.model_repository is None else None
-        self._single: Found | None = None
-        if settings.model_repository is None:
-            assert preloaded is not None, "single-model mode: load the runtime first"
-            self._single = {preloaded.card.name: {preloaded.card.version: settings.model}}
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.run_lock = threading.Lock()
-        # Sessions and batchers are built on this thread, started now: the threads they create
-        # inherit its priority, not the (lowered) one of the event loop (service.priority).
+        # Scans, sessions and batchers run on this thread, started now: the threads they create
+        # inherit its priority, not the (lowered) one of the event loop (service.core.priority).
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self._loader.submit(lambda: None).result()
         self._reconciling = asyncio.Lock()
@@ -71,7 +63,7 @@ class ModelRepository:
     async def reconcile(self, names: list[str] | None = None, retry_failed: bool = False) -> None:
         """Rescan; load what the policy wants, then drain what it no longer wants."""
         async with self._reconciling:
-            self.found = await asyncio.to_thread(self._scan)
+            self.found = await self._scan()
             self._forget_gone()
             known = {name for name, _ in self.versions} | set(self.found)
             for name in sorted(known if names is None else names):
@@ -79,11 +71,8 @@ class ModelRepository:
                     await self._reconcile_model(name, self.found.get(name, {}), retry_failed)
             self.scanned = True
 
-    def _scan(self) -> Found:
-        if self._single is not None:
-            return self._single
-        assert self.settings.model_repository is not None
-        return scan_repository(self.settings.model_repository)
+    async def _scan(self) -> Found:
+        return await asyncio.get_running_loop().run_in_executor(self._loader, self.source.scan)
 
     def _forget_gone(self) -> None:
         """Drop what is neither on disk nor loaded."""
@@ -95,7 +84,7 @@ class ModelRepository:
     async def refresh(self) -> None:
         """Rescan without loading or unloading: new versions are listed, as not loaded."""
         async with self._reconciling:
-            self.found = await asyncio.to_thread(self._scan)
+            self.found = await self._scan()
             self._forget_gone()
             for name, on_disk in self.found.items():
                 self._register(name, on_disk, retry=False)
@@ -106,7 +95,7 @@ class ModelRepository:
             entry = self.versions.setdefault(
                 (name, version), ModelVersion(name, version, folder, None)
             )
-            changed = self._signature(folder) != entry.signature
+            changed = self.source.signature(folder) != entry.signature
             if entry.state == "failed" and (changed or retry):
                 entry.state = "unloaded"  # its files changed (or a load was asked for): retry
 
@@ -115,7 +104,7 @@ class ModelRepository:
         for version in self._target(name, on_disk):
             entry = self.versions[(name, version)]
             if entry.state == "unloaded":
-                entry.signature = self._signature(entry.path)
+                entry.signature = self.source.signature(entry.path)
                 await entry.load(functools.partial(self._build, entry))
         target = self._target(name, on_disk)  # without the versions that just failed
         if any(self.versions[(name, v)].state != "ready" for v in target):
@@ -133,33 +122,17 @@ class ModelRepository:
         usable = [v for v in on_disk if self.versions[(name, v)].state != "failed"]
         return self.policy.select(usable)
 
-    def _signature(self, folder: Path) -> tuple[int, int, int, int] | None:
-        try:
-            return signature_of(folder) if self._single is None else None
-        except OSError:  # removed since the scan
-            return None
-
     async def _build(self, entry: ModelVersion) -> InferenceService:
-        """Verify and load ``entry`` on the loader thread (the event loop keeps serving)."""
+        """Open ``entry`` (checked) and build its service on the loader thread (the event
+        loop keeps serving)."""
         loop = asyncio.get_running_loop()
-        runtime = self._preloaded
-        self._preloaded = None  # used once; a reload reads the file again
-        if runtime is None:
-            if self._single is None:
-                await loop.run_in_executor(self._loader, verify_version, entry.path)
-            runtime = await loop.run_in_executor(self._loader, self.load_runtime, entry.path)
-        if self._single is None:
-            check_identity(runtime.card, entry.path, "the card inside model.onnx")
-        return await loop.run_in_executor(self._loader, self._service_for, runtime)
-
-    def load_runtime(self, folder: Path) -> ModelRuntime:
-        """The ONNX Runtime session for a version folder (or single-model file)."""
-        settings = self.settings
-        path = settings.model_file if self._single is not None else folder / "model.onnx"
-        return ModelRuntime(path, settings.device, settings.intra_op_threads, settings.ort_spinning)
-
-    def _service_for(self, runtime: ModelRuntime) -> InferenceService:
-        return InferenceService(runtime, self.settings, self.drain, self.decode_pool, self.run_lock)
+        runtime = await loop.run_in_executor(self._loader, self.source.open, entry.path)
+        return await loop.run_in_executor(
+            self._loader,
+            lambda: InferenceService(
+                runtime, self.settings, self.drain, self.decode_pool, self.run_lock
+            ),
+        )
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -170,21 +143,25 @@ class ModelRepository:
 
     async def load_model(self, name: str) -> list[ModelVersion]:
         """Serve ``name`` again (after an unload) and retry its failed versions; its ready
-        versions, or ModelLoadFailed with each version's reason."""
+        versions, or ``model_load_failed`` with each version's reason."""
         self.held.discard(name)
         await self.reconcile([name], retry_failed=True)
         if name not in self.found:
-            raise ModelNotFound(f"no model {name!r} in the repository; {self.listing()}")
+            raise ServiceError(
+                errors.MODEL_NOT_FOUND, f"no model {name!r} in the repository; {self.listing()}"
+            )
         ready = [e for e in self.of(name) if e.state == "ready"]
         if not ready:
             reasons = "; ".join(f"version {e.version}: {e.reason}" for e in self.of(name))
-            raise ModelLoadFailed(f"model {name!r} could not be loaded: {reasons}")
+            raise ServiceError(
+                errors.MODEL_LOAD_FAILED, f"model {name!r} could not be loaded: {reasons}"
+            )
         return ready
 
     async def unload_model(self, name: str) -> None:
         """Stop serving ``name`` (every version drains first) until it is loaded again."""
         if not self.of(name):
-            raise ModelNotFound(f"unknown model {name!r}; {self.listing()}")
+            raise ServiceError(errors.MODEL_NOT_FOUND, f"unknown model {name!r}; {self.listing()}")
         async with self._reconciling:
             self.held.add(name)
             await asyncio.gather(
@@ -211,14 +188,15 @@ class ModelRepository:
             entries = [entry for entry in entries if entry.version == version]
         if ready := [entry for entry in entries if entry.state == "ready"]:
             return ready[0]
-        asked = name if version is None else f"{name!r} version {version!r}"
+        asked = repr(name) if version is None else f"{name!r} version {version!r}"
         if any(entry.state == "loading" for entry in entries) or not self.scanned:
-            raise NotReady(
-                f"model {asked!r} is loading/warming up; retry shortly",
-                retry_after_s=NOT_READY_RETRY_AFTER_S,
+            raise ServiceError(
+                errors.NOT_READY, f"model {asked} is loading/warming up; retry shortly"
             )
         state = f" ({entries[0].state})" if entries else ""
-        raise ModelNotFound(f"model {asked!r} is not served{state}; {self.listing()}")
+        raise ServiceError(
+            errors.MODEL_NOT_FOUND, f"model {asked} is not served{state}; {self.listing()}"
+        )
 
     def default_name(self) -> str:
         """``XCEPTION_DEFAULT_MODEL``, else the only model there is."""
@@ -229,11 +207,14 @@ class ModelRepository:
             return names[0]
         if not names:
             if not self.scanned:
-                raise NotReady("the model repository is loading", retry_after_s=5)
-            raise ModelNotFound(f"no model is served; {self.listing()}")
-        raise InvalidParameter(
+                raise ServiceError(
+                    errors.NOT_READY, "the model repository is loading; retry shortly"
+                )
+            raise ServiceError(errors.MODEL_NOT_FOUND, f"no model is served; {self.listing()}")
+        raise ServiceError(
+            errors.INVALID_PARAMETER,
             f"{len(names)} models are served ({', '.join(names)}): name one with ?model= "
-            "(or set XCEPTION_DEFAULT_MODEL)"
+            "(or set XCEPTION_DEFAULT_MODEL)",
         )
 
     def listing(self) -> str:
@@ -263,6 +244,11 @@ class ModelRepository:
                 why = f" ({newest.reason})" if newest.reason else ""
                 missing.append(f"{name} version {newest.version}: {newest.state}{why}")
         return "; ".join(missing) or None
+
+    def require_ready(self) -> None:
+        """503 ``not_ready`` saying why, until :meth:`readiness` has nothing to say."""
+        if (why := self.readiness()) is not None:
+            raise ServiceError(errors.NOT_READY, f"not ready: {why}")
 
     # -- life ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from artifact.errors import ModelLoadError
 from artifact.repository import Signature
-from service.inference import InferenceService
+from service.core.inference import InferenceService
 
 logger = logging.getLogger("service.repository")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from artifact.results import l2_normalize, top_k
-from service.config import Settings
-from service.deps import CallerDep, ServiceDep, UploadsDep, get_settings, routed
-from service.errors import InvalidParameter
+from service.edge.routing import CLASSIFY, EMBEDDINGS, FEATURES
 from service.protocols.openai import EmbeddingsRequest, embed, model_ref
-from service.schemas import (
+from service.protocols.parameters import checked_top_k
+from service.routes.deps import CallerDep, QueryServedDep, SettingsDep, UploadsDep
+from service.routes.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
     ClassifyResult,
@@ -31,10 +31,10 @@ router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
 DEFAULT_TOP_K = 5
 
 
-@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@router.post(CLASSIFY, response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
 async def classify(
     caller: CallerDep,
-    service: ServiceDep,
+    service: QueryServedDep,
     uploads: UploadsDep,
     k: Annotated[
         int | None,
@@ -43,11 +43,8 @@ async def classify(
 ) -> ClassifyResponse:
     """Top-k labels for each uploaded image, in upload order, from the model ``?model=``
     and ``?version=`` name (default: the default model's newest version)."""
-    if k is None:
-        k = min(DEFAULT_TOP_K, service.card.num_classes)
-    elif k > service.card.num_classes:
-        raise InvalidParameter(f"top_k={k} must be between 1 and {service.card.num_classes}")
-    rows = await service.infer(uploads, caller.gone, caller.ticket)
+    k = min(DEFAULT_TOP_K, service.card.num_classes) if k is None else checked_top_k(k, service)
+    rows = await service.infer(uploads, caller.ticket, caller.gone)
     labels = service.card.labels
     return ClassifyResponse(
         model=ModelRef(name=service.card.name, version=service.card.version),
@@ -64,15 +61,15 @@ async def classify(
     )
 
 
-@router.post("/features", response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@router.post(FEATURES, response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
 async def features(
     caller: CallerDep,
-    service: ServiceDep,
+    service: QueryServedDep,
     uploads: UploadsDep,
     normalize: Annotated[bool, Query(description="L2-normalise each vector")] = False,
 ) -> FeaturesResponse:
     """The pooled bottleneck features (2048-d for Xception) of each image, in upload order."""
-    rows = await service.infer(uploads, caller.gone, caller.ticket)
+    rows = await service.infer(uploads, caller.ticket, caller.gone)
     return FeaturesResponse(
         model=ModelRef(name=service.card.name, version=service.card.version),
         dim=service.card.num_features,
@@ -86,14 +83,11 @@ async def features(
     )
 
 
-@router.post("/v1/embeddings")
+@router.post(EMBEDDINGS)
 async def embeddings(
-    request: Request,
-    body: EmbeddingsRequest,
-    caller: CallerDep,
-    settings: Annotated[Settings, Depends(get_settings)],
+    body: EmbeddingsRequest, caller: CallerDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """OpenAI-style image embeddings (L2-normalised features) from the model ``model`` names
     (``name`` or ``name/version``); see service.protocols.openai."""
-    with routed(request, *model_ref(body.model), admit=True) as service:
-        return await embed(service, body, settings.url_policy, caller.gone, caller.ticket)
+    service = caller.passage.reroute(*model_ref(body.model))
+    return await embed(service, body, settings, caller.ticket, caller.gone)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.config import Settings
-from service.deps import RepositoryDep, get_settings
-from service.errors import NotReady
-from service.inference import NOT_READY_RETRY_AFTER_S
 from service.repository.listing import models_listing
-from service.schemas import ModelsResponse, Status
+from service.routes.deps import RepositoryDep, SettingsDep
+from service.routes.schemas import ModelsResponse, Status
 
 router = APIRouter()
 
@@ -27,15 +22,12 @@ async def healthz() -> Status:
 async def readyz(repository: RepositoryDep) -> Status:
     """200 once every model to serve has a version loaded and warm; 503 (saying which is
     not) before, and while draining."""
-    if (why := repository.readiness()) is not None:
-        raise NotReady(f"not ready: {why}", retry_after_s=NOT_READY_RETRY_AFTER_S)
+    repository.require_ready()
     return Status(status="ready")
 
 
 @router.get("/v1/models", response_model=ModelsResponse)
-async def models(
-    repository: RepositoryDep, settings: Annotated[Settings, Depends(get_settings)]
-) -> ModelsResponse:
+async def models(repository: RepositoryDep, settings: SettingsDep) -> ModelsResponse:
     """Every model and version with its state; loaded ones with card, runtime and counters."""
     return ModelsResponse(**models_listing(repository, settings))
 

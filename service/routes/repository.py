@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.deps import RepositoryDep
-from service.errors import InvalidParameter
+from service import errors
+from service.errors import ServiceError
 from service.repository.listing import repository_index
+from service.routes.deps import RepositoryDep
 
 router = APIRouter(prefix="/v2/repository", tags=["Open Inference Protocol (KServe v2)"])
 
@@ -23,9 +24,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise InvalidParameter(f"the body is not JSON: {exc}") from exc
+        raise ServiceError(errors.INVALID_PARAMETER, f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise InvalidParameter("the body must be a JSON object")
+        raise ServiceError(errors.INVALID_PARAMETER, "the body must be a JSON object")
     return body
 
 
@@ -45,9 +46,10 @@ async def load(request: Request, repository: RepositoryDep, name: str) -> dict[s
     loads."""
     parameters = (await _json_body(request)).get("parameters") or {}
     if unsupported := sorted(parameters):
-        raise InvalidParameter(
+        raise ServiceError(
+            errors.INVALID_PARAMETER,
             f"load parameters {unsupported} are not supported: publish a new version folder "
-            "(xception-export --out <repository>/<name>/<version>) instead"
+            "(xception-export --out <repository>/<name>/<version>) instead",
         )
     ready = await repository.load_model(name)
     return {"name": name, "versions": [entry.version for entry in ready]}

@@ -1,77 +1,93 @@
 """Open Inference Protocol (KServe v2) REST endpoints: what Triton's and KServe's clients call.
 
 The work is in :mod:`service.protocols.v2`; errors under ``/v2`` use the protocol's
-``{"error": "message"}`` body (``service.errors``).
+``{"error": "message"}`` body (:mod:`service.edge.envelope`). Each model endpoint answers at
+``/v2/models/{name}`` and ``/v2/models/{name}/versions/{version}`` (templates shared with the
+gate, :mod:`service.edge.routing`, which routed the request to its version).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.deps import CallerDep, RepositoryDep, V2InferenceDep, V2ModelDep
-from service.errors import NotReady
-from service.inference import NOT_READY_RETRY_AFTER_S
+from service.edge.routing import V2_INFER, V2_MODEL, V2_MODEL_VERSION, V2_READY
 from service.protocols.v2 import infer, model_metadata
 from service.protocols.v2_codec import HEADER_LENGTH
+from service.routes.deps import CallerDep, PathServedDep, RepositoryDep
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
+router = APIRouter(tags=["Open Inference Protocol (KServe v2)"])
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+# {version} in the versioned paths: documented here (the gate read it; no route needs it).
+VERSION_PARAMETER = {
+    "parameters": [
+        {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "model version",
+        }
+    ]
+}
 
 
-@router.get("")
+def for_both_model_paths(method: str, suffix: str = "") -> Callable[[Any], Any]:
+    """Register an endpoint at the model path and at the model version path."""
+
+    def register(endpoint: Any) -> Any:
+        router.add_api_route(V2_MODEL + suffix, endpoint, methods=[method])
+        router.add_api_route(
+            V2_MODEL_VERSION + suffix, endpoint, methods=[method], openapi_extra=VERSION_PARAMETER
+        )
+        return endpoint
+
+    return register
+
+
+@router.get("/v2")
 async def server_metadata() -> dict[str, Any]:
     """Server name, version and protocol extensions."""
     return {"name": "xception-service", "version": __version__, "extensions": EXTENSIONS}
 
 
-@router.get("/health/live")
+@router.get("/v2/health/live")
 async def live() -> dict[str, Any]:
     """200 while the process is alive."""
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/v2/health/ready")
 async def ready(repository: RepositoryDep) -> dict[str, Any]:
     """200 once every model to serve is warm; 503 before and while draining."""
-    if (why := repository.readiness()) is not None:
-        raise NotReady(f"not ready: {why}", retry_after_s=NOT_READY_RETRY_AFTER_S)
+    repository.require_ready()
     return {"ready": True}
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def metadata(
-    service: V2ModelDep, repository: RepositoryDep, name: str, version: str | None = None
-) -> dict[str, Any]:
+@for_both_model_paths("GET")
+async def metadata(service: PathServedDep, repository: RepositoryDep) -> dict[str, Any]:
     """Inputs and outputs with datatypes and shapes (-1: the batch axis); the ready versions."""
-    ready = [entry.version for entry in repository.of(name) if entry.state == "ready"]
-    return model_metadata(service.card, ready)
+    name = service.card.name
+    ready_versions = [entry.version for entry in repository.of(name) if entry.state == "ready"]
+    return model_metadata(service.card, ready_versions)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(service: V2ModelDep, name: str, version: str | None = None) -> dict[str, Any]:
-    """200 when this model (version) is ready to infer; 503 while loading, 404 if not served."""
-    service.require_ready()
-    return {"name": name, "ready": True}
+@for_both_model_paths("GET", V2_READY)
+async def model_ready(service: PathServedDep) -> dict[str, Any]:
+    """200 when this model (version) is ready to infer (the gate routed the request to a
+    ready version); 503 while loading, 404 if not served."""
+    return {"name": service.card.name, "ready": True}
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-async def infer_endpoint(
-    request: Request,
-    service: V2InferenceDep,
-    caller: CallerDep,
-    name: str,
-    version: str | None = None,
-) -> Response:
+@for_both_model_paths("POST", V2_INFER)
+async def infer_endpoint(request: Request, service: PathServedDep, caller: CallerDep) -> Response:
     """JSON tensors or the binary tensor extension; see service.protocols.v2 for the tensors."""
     body = await request.body()
     content, header_length = await infer(
-        service, body, request.headers.get(HEADER_LENGTH), caller.gone, caller.ticket
+        service, body, request.headers.get(HEADER_LENGTH), caller.ticket, caller.gone
     )
     if header_length is None:
         return Response(content, media_type="application/json")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from bench.loadgen import ServiceProcess
 from service.app import create_app
 from service.config import Settings
-from service.inference import InferenceService
+from service.core.inference import InferenceService
 from service.repository.repository import ModelRepository
 
 DATA = Path(__file__).resolve().parents[1] / "data"

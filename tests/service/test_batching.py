@@ -18,15 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.loadgen import ServiceProcess, free_port
-from service.admission import AdmissionControl, Refusal, Ticket
 from service.app import create_app
-from service.batcher import (
+from service.core.admission import AdmissionControl, Ticket
+from service.core.batcher import (
     BatcherClosed,
     BatchFailed,
     DeadlineExceeded,
     DynamicBatcher,
-    QueueFull,
 )
+from service.errors import ServiceError
 from tests.service.conftest import files, image_bytes, make_settings, served, wait_ready
 from tests.service.test_api import assert_envelope
 
@@ -195,7 +195,7 @@ def test_batcher_answers_every_caller_when_a_batch_fails() -> None:
         return run_rows(images)
 
     async def scenario() -> None:
-        batcher = DynamicBatcher(flaky, max_batch_size=4, max_delay_s=0.05, max_queue=16)
+        batcher = DynamicBatcher(flaky, max_batch_size=4, max_delay_s=0.05)
         batcher.start()
         deadline = asyncio.get_running_loop().time() + 10
         images = [np.full((2, 2, 3), i, dtype=np.uint8) for i in range(3)]
@@ -210,16 +210,14 @@ def test_batcher_answers_every_caller_when_a_batch_fails() -> None:
     asyncio.run(scenario())
 
 
-def test_batcher_skips_cancelled_and_expired_and_bounds_the_queue() -> None:
+def test_batcher_skips_cancelled_and_expired() -> None:
     async def scenario() -> None:
-        batcher = DynamicBatcher(run_rows, max_batch_size=8, max_delay_s=0.05, max_queue=4)
+        batcher = DynamicBatcher(run_rows, max_batch_size=8, max_delay_s=0.05)
         loop = asyncio.get_running_loop()
         image = np.zeros((2, 2, 3), dtype=np.uint8)
         cancelled = batcher.submit([image], loop.time() + 10)
         expired = batcher.submit([image], loop.time() - 1)
         live = batcher.submit([image, image], loop.time() + 10)
-        with pytest.raises(QueueFull):
-            batcher.submit([image], loop.time() + 10)  # 4 queued: full
         cancelled[0].cancel()
         batcher.start()
         assert len(await asyncio.gather(*live)) == 2
@@ -252,7 +250,7 @@ def test_container_healthcheck_probes_readyz(server: ServiceProcess) -> None:
 
 def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
     async def scenario() -> None:
-        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0, max_queue=100)
+        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0)
         batcher.stats.seconds_per_image = 0.5  # as measured
         control = AdmissionControl(batcher, max_queue=100, max_wait_s=2.0)
         image = np.zeros((2, 2, 3), dtype=np.uint8)
@@ -262,16 +260,17 @@ def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
         batcher.submit([image] * 3, deadline=1e18)
         assert control.expected_wait_s() == pytest.approx(2.0)
         assert isinstance(control.admit(), Ticket)  # exactly at the bound: admitted
-        refused = control.admit()  # now 2.5 s ahead
-        assert isinstance(refused, Refusal) and refused.code == "overloaded"
-        assert "XCEPTION_MAX_QUEUE_WAIT_S" in refused.message
+        with pytest.raises(ServiceError) as refused:  # now 2.5 s ahead
+            control.admit()
+        assert refused.value.code == "overloaded"
+        assert "XCEPTION_MAX_QUEUE_WAIT_S" in refused.value.message
         first.release()
         first.release()  # idempotent
         assert control.reserved == 1
         batcher.submit([image] * 16, deadline=1e18)  # 20 ahead → 10 s, 8 s over the bound
-        refused = control.admit()
-        assert isinstance(refused, Refusal)
-        assert refused.retry_after_s == 9  # ceil(10 − 2 + 0.5)
+        with pytest.raises(ServiceError) as refused:
+            control.admit()
+        assert refused.value.retry_after_s == 9  # ceil(10 − 2 + 0.5)
         assert batcher.stats.rejected_queue_wait == 2
         assert batcher.stats.rejected_queue_full == 0
 
@@ -280,13 +279,13 @@ def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
 
 def test_admission_bounds_the_count_too() -> None:
     async def scenario() -> None:
-        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0, max_queue=3)
+        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.0)
         batcher.stats.seconds_per_image = 0.001
         control = AdmissionControl(batcher, max_queue=3, max_wait_s=60.0)
         batcher.submit([np.zeros((2, 2, 3), dtype=np.uint8)] * 2, deadline=1e18)
         assert isinstance(control.admit(), Ticket)
-        refused = control.admit()
-        assert isinstance(refused, Refusal) and "XCEPTION_MAX_QUEUE" in refused.message
+        with pytest.raises(ServiceError, match="XCEPTION_MAX_QUEUE"):
+            control.admit()
         assert batcher.stats.rejected_queue_full == 1 and batcher.stats.rejected_queue_wait == 0
 
     asyncio.run(scenario())
@@ -300,7 +299,7 @@ def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> N
         wait_ready(app)
         service = served(app)
         service.batcher.stats.seconds_per_image = 1.5  # as if the model had slowed down
-        held = [service.admit_now(), service.admit_now()]
+        held = [service.admission.admit(), service.admission.admit()]
         assert all(isinstance(ticket, Ticket) for ticket in held)
         response = app.post("/classify", files=files(("cat.jpg", CAT)))
         assert_envelope(response, 503, "overloaded")
@@ -311,25 +310,38 @@ def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> N
         assert app.post("/classify", files=files(("cat.jpg", CAT))).status_code == 200
 
 
-def test_capacity_is_checked_before_decoding(exported_model: Path) -> None:
-    """A request the queue cannot take is refused before its images are decoded: an
-    undecodable upload gets the 503, not the 400 that decoding it would give."""
+def test_capacity_is_checked_with_the_real_count_before_decoding(exported_model: Path) -> None:
+    """Admitted from its headers (one image's place), a request whose body holds more images
+    than fit is refused before they are decoded: undecodable uploads get the 503, not the 400
+    that decoding them would give; its place is given back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from artifact.errors import ImageError
     from artifact.runtime import ModelRuntime
-    from service.errors import Overloaded
-    from service.inference import InferenceService, Upload
+    from service.core.drain import DrainSignal
+    from service.core.inference import InferenceService, Upload
 
     async def never() -> None:
         await asyncio.Event().wait()
 
     async def scenario() -> None:
         runtime = ModelRuntime(exported_model / "model.onnx", "cpu")
-        service = InferenceService(runtime, make_settings(exported_model, max_queue=2))
-        service.ready = True  # the batcher is not started: what is queued stays queued
-        image = np.zeros((*runtime.card.input_size, 3), dtype=np.uint8)
-        service.batcher.submit([image, image], deadline=1e18)
-        with pytest.raises(Overloaded, match="XCEPTION_MAX_QUEUE"):
-            await service.infer([Upload("broken.png", b"\x89PNG\r\n\x1a\n...")], never)
-        assert service.batcher.stats.rejected_queue_full == 1
+        settings = make_settings(exported_model, max_queue=3)
+        with ThreadPoolExecutor(1) as pool:
+            service = InferenceService(runtime, settings, DrainSignal(5), pool)
+            image = np.zeros((*runtime.card.input_size, 3), dtype=np.uint8)
+            service.batcher.submit([image], deadline=1e18)  # not started: it stays queued
+            ticket = service.admission.admit()  # 1 queued + this one's first image: fits
+            broken = Upload("broken.png", b"\x89PNG\r\n\x1a\n...")
+            with pytest.raises(ServiceError, match="1 images queued or arriving and 3 in this"):
+                await service.infer([broken] * 3, ticket, never)
+            assert service.batcher.stats.rejected_queue_full == 1
+            ticket.release()
+            assert service.admission.reserved == 0  # the place is given back
+            ticket = service.admission.admit()
+            with pytest.raises(ImageError):  # 2 fit: decoded, and refused as undecodable
+                await service.infer([broken] * 2, ticket, never)
+            ticket.release()
 
     asyncio.run(scenario())
 
@@ -342,7 +354,7 @@ def test_batcher_close_runs_what_is_queued() -> None:
         return run_rows(images)
 
     async def scenario() -> None:
-        batcher = DynamicBatcher(slow_rows, max_batch_size=2, max_delay_s=0.0, max_queue=16)
+        batcher = DynamicBatcher(slow_rows, max_batch_size=2, max_delay_s=0.0)
         batcher.start()
         images = [np.full((2, 2, 3), i, dtype=np.uint8) for i in range(6)]
         futures = batcher.submit(images, asyncio.get_running_loop().time() + 30)

@@ -29,7 +29,7 @@ from artifact.card import ModelCard
 from artifact.preprocess import Preprocessor
 from bench.loadgen import ServiceProcess
 from service.app import create_app
-from service.repository.policy import VersionPolicy
+from service.config import VersionPolicy
 from tests.service.conftest import (
     export_resnet18,
     files,

@@ -189,15 +189,18 @@ def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -
     """Admission applies to /v2 infer too, answered as the protocol expects."""
     from fastapi.testclient import TestClient
 
-    from service.admission import Ticket
     from service.app import create_app
+    from service.core.admission import Ticket
     from tests.service.conftest import make_settings, served, wait_ready
 
     with TestClient(create_app(make_settings(exported_model, max_queue_wait_s=1.5))) as app:
         wait_ready(app)
         service = served(app)
         service.batcher.stats.seconds_per_image = 1.5
-        held = [service.admit_now(), service.admit_now()]  # two requests whose bodies are arriving
+        held = [
+            service.admission.admit(),
+            service.admission.admit(),
+        ]  # two requests whose bodies are arriving
         assert all(isinstance(ticket, Ticket) for ticket in held)
         encoded = base64.b64encode(image_bytes("chelsea.jpg")).decode()
         tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [encoded]}

@@ -3,8 +3,8 @@
 One asyncio consumer takes the first waiting image, then keeps taking until the batch
 is full or ``max_delay_s`` has passed since it took that first one; stacks them; runs
 the model in a dedicated worker thread; hands each image its rows. Every future is
-resolved, even when the batch fails. Back-pressure is part of the API: a submission
-that would overfill the queue is refused at once (:class:`QueueFull`), whole.
+resolved, even when the batch fails. How many images may wait is decided before they get
+here, by admission control (:mod:`service.core.admission`), the one place that bound lives.
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ class Rows(NamedTuple):
     features: np.ndarray  # [D]
 
 
-class QueueFull(Exception):
-    """The queue cannot take this request's images now."""
-
-
 class BatcherClosed(Exception):
     """The batcher is draining for shutdown and takes no new work."""
 
@@ -84,8 +80,9 @@ class BatcherStats:
     images: int = 0
     batches: int = 0
     failed_batches: int = 0
+    # Refused by admission (service.core.admission): too many images, or too long a wait.
     rejected_queue_full: int = 0
-    rejected_queue_wait: int = 0  # refused by admission: the expected wait was too long
+    rejected_queue_wait: int = 0
     dropped_expired: int = 0
     dropped_cancelled: int = 0
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
@@ -129,12 +126,10 @@ class DynamicBatcher:
         *,
         max_batch_size: int,
         max_delay_s: float,
-        max_queue: int,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self.max_queue = max_queue
         self.stats = BatcherStats()
         self._queue: collections.deque[WorkItem] = collections.deque()
         self.in_flight = 0  # images in the batch the model is running now
@@ -151,21 +146,14 @@ class DynamicBatcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def has_room(self, count: int) -> bool:
-        """Whether ``count`` more images would fit in the queue now."""
-        return len(self._queue) + count <= self.max_queue
-
     def start(self) -> None:
         """Start the consumer task on the running loop."""
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
 
     def submit(self, images: Sequence[np.ndarray], deadline: float) -> list[asyncio.Future[Rows]]:
-        """Queue a request's images together; all or none (raises QueueFull/BatcherClosed)."""
+        """Queue a request's images together (raises BatcherClosed once closing)."""
         if self._closing:
             raise BatcherClosed("the service is shutting down")
-        if not self.has_room(len(images)):
-            self.stats.rejected_queue_full += 1
-            raise QueueFull(f"{len(self._queue)} images queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Rows]] = []
         context, now_ns = trace.get_current_span().get_span_context(), time.time_ns()

@@ -7,6 +7,10 @@ envelope; the body's own time limit is :class:`~service.limits.BodyDeadline` (an
 middleware, so it also covers the in-process test client). Past ``max_connections``,
 uvicorn's ``limit_concurrency`` refuses requests; we only replace its text/plain 503 by
 the envelope. :class:`DrainingServer` tells the app when SIGTERM's drain starts.
+
+:class:`EdgeProtocol` builds on uvicorn internals (the httptools protocol class and its
+private hooks), which may change in any release: ``pyproject.toml`` admits only the uvicorn
+minor version CI tests, and :func:`check_uvicorn` refuses to start, in one line, on another.
 """
 
 from __future__ import annotations
@@ -19,23 +23,45 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from service import errors
 from service.config import Settings
-from service.errors import envelope_bytes, error_response
-from service.limits import DrainSignal
+from service.core.drain import DrainSignal
+from service.edge.envelope import envelope_bytes, error_response
+from service.errors import ErrorCode, ServiceError
 
 ASGIApp = Any  # uvicorn's own ASGI3Application type is private
+# The uvicorn releases EdgeProtocol was tested with (keep in step with pyproject.toml).
+TESTED_UVICORN = (0, 54)
+# The methods of uvicorn's httptools protocol that EdgeProtocol overrides or calls.
+UVICORN_HOOKS = (
+    "connection_made", "connection_lost", "data_received", "on_message_begin",
+    "on_headers_complete", "_start_asgi_task",
+)  # fmt: skip
+
+
+def check_uvicorn() -> str | None:
+    """None when the installed uvicorn is one :class:`EdgeProtocol` was tested with; else
+    the one line that says which version to install."""
+    installed = tuple(int(part) for part in uvicorn.__version__.split(".")[:2] if part.isdigit())
+    missing = [hook for hook in UVICORN_HOOKS if not hasattr(HttpToolsProtocol, hook)]
+    if installed == TESTED_UVICORN and not missing:
+        return None
+    tested = ".".join(map(str, TESTED_UVICORN))
+    gone = f" ({', '.join(missing)} missing)" if missing else ""
+    return (
+        f"uvicorn {uvicorn.__version__} is installed, but the server's connection limits build "
+        f"on uvicorn {tested}.x internals{gone}: pip install 'uvicorn[standard]=={tested}.*' "
+        "(or install with requirements/runtime.txt)"
+    )
 
 
 async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
-    response = error_response(
-        503,
-        "too_many_connections",
+    refusal = ServiceError(
+        errors.TOO_MANY_CONNECTIONS,
         "the server has as many open connections as it accepts (XCEPTION_MAX_CONNECTIONS); "
         "retry after the Retry-After delay or on another replica",
-        retry_after_s=1,
-        close=True,
     )
-    await response(scope, receive, send)
+    await error_response(refusal, close=True)(scope, receive, send)
 
 
 class EdgeProtocol(HttpToolsProtocol):
@@ -66,8 +92,7 @@ class EdgeProtocol(HttpToolsProtocol):
         # that ends the headers and starts the body never counts against the limit.
         if self._awaiting_headers and self._header_bytes > self.max_header_bytes:
             self._refuse(
-                431,
-                "headers_too_large",
+                errors.HEADERS_TOO_LARGE,
                 f"the request line and headers exceed {self.max_header_bytes:,} bytes "
                 "(XCEPTION_MAX_HEADER_KB)",
             )
@@ -101,18 +126,17 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self._awaiting_headers and not self.transport.is_closing():
             self._refuse(
-                408,
-                "request_timeout",
+                errors.REQUEST_TIMEOUT,
                 f"the request headers did not arrive within {self.header_timeout_s:g}s "
                 "(XCEPTION_HEADER_TIMEOUT_S); the connection is closed",
             )
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, error: ErrorCode, message: str) -> None:
         """Answer in the envelope and close: below the app, as no request exists yet."""
         if self.transport.is_closing():
             return
-        body = envelope_bytes(code, message)
-        head = [STATUS_LINE[status]]
+        body = envelope_bytes(error, message)
+        head = [STATUS_LINE[error.status]]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]

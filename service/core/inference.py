@@ -1,8 +1,11 @@
-"""Request-level inference: uploads → decoded arrays → batcher → rows, with every guard.
+"""One model version's inference: images → decoded arrays → batcher → rows.
 
-The routers call :meth:`InferenceService.infer` and format the rows; everything that
-can go wrong on the way (not ready, too many files, bad image, full queue, deadline,
-client gone, shutdown) is decided here and raised as a ServiceError.
+The request was routed and admitted at the edge (:mod:`service.edge.gate`) before it got
+here: this module does not ask again whether the version is ready or draining. What it
+decides is what only the parsed body tells — how many images (``XCEPTION_MAX_FILES``, then
+their room in the admission bound: :meth:`InferenceService.accept`) — and what happens
+while waiting: the deadline, the client leaving, the drain, a failed batch. Each ends in
+one :class:`~service.errors.ServiceError`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,53 +23,49 @@ from opentelemetry import trace
 
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
-from service.admission import AdmissionControl, Refusal, Ticket
-from service.batcher import (
+from service import errors
+from service.config import Settings
+from service.core.admission import AdmissionControl, Ticket
+from service.core.batcher import (
     BatcherClosed,
     BatchFailed,
     DeadlineExceeded,
     DynamicBatcher,
-    QueueFull,
     Rows,
     RunBatch,
     batching_for,
 )
-from service.config import Settings
-from service.errors import (
-    ClientClosedRequest,
-    InferenceFailed,
-    NotReady,
-    Overloaded,
-    RequestTimeout,
-    ServiceError,
-    ShuttingDown,
-    TooManyFiles,
-)
-from service.limits import DrainSignal
-from service.protocols.uploads import Upload
+from service.core.drain import DrainSignal
+from service.errors import ServiceError
 
 logger = logging.getLogger("service.inference")
 tracer = trace.get_tracer("service.inference")
 
-NOT_READY_RETRY_AFTER_S = 5
-NOT_READY_MESSAGE = "the model is still loading/warming up; retry shortly"
 # Returns once the client has disconnected (awaited beside the result, never alone).
 ClientGone = Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One encoded image as a client sent it, whichever protocol it came by."""
+
+    filename: str
+    data: bytes
+
+
 class InferenceService:
-    """Owns the runtime, the decode pool and the batcher for one model."""
+    """Owns the runtime, the admission bound and the batcher of one model version."""
 
     def __init__(
         self,
         runtime: ModelRuntime,
         settings: Settings,
-        drain: DrainSignal | None = None,
-        decode_pool: ThreadPoolExecutor | None = None,
+        drain: DrainSignal,
+        decode_pool: ThreadPoolExecutor,
         run_lock: threading.Lock | None = None,
     ) -> None:
-        """``decode_pool``: shared by every model (default: one of its own); ``run_lock``:
-        held while the model runs, so models sharing the cores take turns (default: none)."""
+        """``decode_pool``: shared by every version; ``run_lock``: held while the model runs,
+        so versions sharing the cores take turns (default: none)."""
         self.runtime = runtime
         self.settings = settings
         self.card = runtime.card
@@ -79,27 +79,22 @@ class InferenceService:
             runtime.run if run_lock is None else _taking_turns(runtime.run, run_lock),
             max_batch_size=self.max_batch_size,
             max_delay_s=self.max_batch_delay_ms / 1000.0,
-            max_queue=settings.max_queue,
         )
         self.admission = AdmissionControl(
             self.batcher, max_queue=settings.max_queue, max_wait_s=settings.max_queue_wait_s
         )
-        self.drain = drain or DrainSignal(settings.drain_timeout_s)
-        self._owns_pool = decode_pool is None
-        self._decode_pool = decode_pool or ThreadPoolExecutor(
-            max_workers=settings.decode_workers, thread_name_prefix="decode"
-        )
-        self.ready = False
+        self.drain = drain
+        self._decode_pool = decode_pool
         self.warmup_seconds: dict[int, float] = {}
         self._warmup: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start batching, and warm up in the background (``/readyz`` waits for it)."""
+        """Start batching, and warm up in the background (the version is ready after it)."""
         self.batcher.start()
         self._warmup = asyncio.get_running_loop().create_task(self._warm_up(), name="warm-up")
 
     async def warmed_up(self) -> None:
-        """Returns once warm-up is done (the service is ready); raises what warm-up raised."""
+        """Returns once warm-up is done; raises what warm-up raised."""
         assert self._warmup is not None, "start() first"
         await asyncio.shield(self._warmup)
 
@@ -109,47 +104,53 @@ class InferenceService:
         # Admission estimates waiting time before the first real batch has been timed.
         largest = max(self.warmup_seconds)
         self.batcher.stats.seconds_per_image = self.warmup_seconds[largest] / largest
-        self.ready = True
         logger.info(
             "%s/%s: warm-up done (batch sizes %s: %s); ready", self.card.name, self.card.version,
             sizes, ", ".join(f"{s:.2f}s" for s in self.warmup_seconds.values()),
         )  # fmt: skip
 
     async def close(self, timeout_s: float) -> None:
-        """Take no new work, run what is queued within ``timeout_s``, then release threads."""
-        self.ready = False
+        """Take no new work, run what is queued within ``timeout_s``, then stop."""
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         await self.batcher.close(timeout_s=timeout_s)
-        if self._owns_pool:
-            self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    def admit(self) -> Ticket | Refusal:
-        """Whether a new request can be served in time, decided before its body is read."""
-        if self.drain.draining:
-            return Refusal(
-                "shutting_down", "the server is shutting down; retry on another replica", 1
+    def accept(self, count: int, ticket: Ticket) -> None:
+        """What the body tells, before any of its images is fetched or decoded: 413 past
+        ``XCEPTION_MAX_FILES``, 503 when ``count`` images do not fit the admission bound."""
+        if count > self.settings.max_files:
+            raise ServiceError(
+                errors.TOO_MANY_FILES,
+                f"{count} images in one request; the limit is {self.settings.max_files} "
+                "(XCEPTION_MAX_FILES)",
             )
-        if not self.ready:
-            return Refusal("not_ready", NOT_READY_MESSAGE, NOT_READY_RETRY_AFTER_S)
-        return self.admission.admit()
+        ticket.claim(count)
 
     async def infer(
         self,
         uploads: list[Upload],
+        ticket: Ticket,
         client_gone: ClientGone,
-        ticket: Ticket | None = None,
         timeout_s: float | None = None,
     ) -> list[Rows]:
         """Rows (probabilities, features) for each upload, in upload order.
 
+        ``ticket``: the request's admission (released once its images are queued);
         ``client_gone``: returns when the client disconnects (its queued images are then
-        skipped); ``ticket``: the request's admission, released once its images are queued;
-        ``timeout_s``: a tighter deadline than XCEPTION_REQUEST_TIMEOUT_S, if the client set one.
-        """
-        timeout_s = self._accept(len(uploads), timeout_s)
+        skipped); ``timeout_s``: a tighter deadline than XCEPTION_REQUEST_TIMEOUT_S."""
+        self.accept(len(uploads), ticket)
+        return await self.infer_accepted(uploads, ticket, client_gone, timeout_s)
+
+    async def infer_accepted(
+        self,
+        uploads: list[Upload],
+        ticket: Ticket,
+        client_gone: ClientGone,
+        timeout_s: float | None = None,
+    ) -> list[Rows]:
+        """:meth:`infer` for uploads whose count was :meth:`accept`-ed already."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline, timeout_s = self._deadline(timeout_s)
         with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
             images = await asyncio.gather(
                 *(
@@ -162,46 +163,19 @@ class InferenceService:
     async def infer_pixels(
         self,
         images: list[np.ndarray],
+        ticket: Ticket,
         client_gone: ClientGone,
-        ticket: Ticket | None = None,
         timeout_s: float | None = None,
     ) -> list[Rows]:
         """Rows for images already at the model's input size (uint8 [H, W, 3] each)."""
-        timeout_s = self._accept(len(images), timeout_s)
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        self.accept(len(images), ticket)
+        deadline, timeout_s = self._deadline(timeout_s)
         return await self._queue(images, deadline, timeout_s, client_gone, ticket)
 
-    def admit_now(self) -> Ticket:
-        """:meth:`admit` for a request whose model was only known from its body: the ticket,
-        or the refusal raised as its error."""
-        decision = self.admit()
-        if isinstance(decision, Refusal):
-            errors = {"not_ready": NotReady, "shutting_down": ShuttingDown}
-            raise errors.get(decision.code, Overloaded)(
-                decision.message, retry_after_s=decision.retry_after_s
-            )
-        return decision
-
-    def require_ready(self) -> None:
-        """503 ``not_ready`` until the model is warm (and once the drain has begun)."""
-        if not self.ready:
-            raise NotReady(NOT_READY_MESSAGE, retry_after_s=NOT_READY_RETRY_AFTER_S)
-
-    def check_count(self, count: int) -> None:
-        """413 past ``XCEPTION_MAX_FILES`` images in one request."""
-        if count > self.settings.max_files:
-            raise TooManyFiles(
-                f"{count} images in one request; the limit is {self.settings.max_files} "
-                "(XCEPTION_MAX_FILES)"
-            )
-
-    def _accept(self, count: int, timeout_s: float | None) -> float:
-        """Refuse what cannot be served before spending any decode time; the timeout to use."""
-        self.require_ready()
-        self.check_count(count)
-        self._check_capacity(count)
+    def _deadline(self, timeout_s: float | None) -> tuple[float, float]:
         limit = self.settings.request_timeout_s
-        return limit if timeout_s is None else min(limit, timeout_s)
+        timeout_s = limit if timeout_s is None else min(limit, timeout_s)
+        return asyncio.get_running_loop().time() + timeout_s, timeout_s
 
     async def _queue(
         self,
@@ -209,18 +183,14 @@ class InferenceService:
         deadline: float,
         timeout_s: float,
         client_gone: ClientGone,
-        ticket: Ticket | None,
+        ticket: Ticket,
     ) -> list[Rows]:
         try:
             futures = self.batcher.submit(images, deadline)
-        except QueueFull as exc:
-            raise self._overloaded(str(exc)) from exc
         except BatcherClosed as exc:
-            raise ShuttingDown(f"{exc}; retry on another replica", retry_after_s=1) from exc
+            raise _shutting_down(str(exc)) from exc
         finally:
-            # Queued (they count in the queue now) or refused: either way no longer arriving.
-            if ticket is not None:
-                ticket.release()
+            ticket.release()  # queued (they count in the queue now) or refused
         return await self._await_rows(futures, deadline, timeout_s, client_gone)
 
     async def _await_rows(
@@ -250,42 +220,41 @@ class InferenceService:
             for future in futures:
                 future.cancel()  # queued images are skipped by the batcher
             if gone.done():
-                raise ClientClosedRequest("the client disconnected before its result was ready")
-            if self.drain.draining and self.drain.deadline < deadline:
-                raise ShuttingDown(
-                    "the server is shutting down and could not finish this request within "
-                    "its drain time (XCEPTION_DRAIN_TIMEOUT_S); retry on another replica",
-                    retry_after_s=1,
+                raise ServiceError(
+                    errors.CLIENT_CLOSED_REQUEST,
+                    "the client disconnected before its result was ready",
                 )
-            raise RequestTimeout(
-                f"no result within {timeout_s:g}s (XCEPTION_REQUEST_TIMEOUT_S or the request's "
-                "own timeout); the service is busy, retry later"
-            )
+            if self.drain.draining and self.drain.deadline < deadline:
+                raise _shutting_down(
+                    "the server is shutting down and could not finish this request within "
+                    "its drain time (XCEPTION_DRAIN_TIMEOUT_S)"
+                )
+            raise _timed_out(timeout_s)
         except DeadlineExceeded as exc:
-            raise RequestTimeout(f"{exc} ({timeout_s:g}s)") from exc
+            raise _timed_out(timeout_s) from exc
         except BatchFailed as exc:
-            raise InferenceFailed(f"inference failed for this batch: {exc}") from exc
+            raise ServiceError(
+                errors.INFERENCE_FAILED, f"inference failed for this batch: {exc}"
+            ) from exc
         except BatcherClosed as exc:
-            raise ShuttingDown(str(exc), retry_after_s=1) from exc
+            raise _shutting_down(str(exc)) from exc
         finally:
             gone.cancel()
             drain.cancel()
             if not rows.done():
                 rows.cancel()
 
-    def _check_capacity(self, count: int) -> None:
-        if not self.batcher.has_room(count):
-            self.batcher.stats.rejected_queue_full += 1
-            raise self._overloaded(
-                f"{self.batcher.queue_depth} images queued (limit {self.settings.max_queue})"
-            )
 
-    def _overloaded(self, detail: str) -> ServiceError:
-        return Overloaded(
-            f"the queue is full ({detail}, XCEPTION_MAX_QUEUE); retry after the Retry-After "
-            "delay or add replicas",
-            retry_after_s=self.admission.retry_after_s(),
-        )
+def _timed_out(timeout_s: float) -> ServiceError:
+    return ServiceError(
+        errors.TIMEOUT,
+        f"no result within {timeout_s:g}s (XCEPTION_REQUEST_TIMEOUT_S or the request's own "
+        "timeout); the service is busy, retry later",
+    )
+
+
+def _shutting_down(why: str) -> ServiceError:
+    return ServiceError(errors.SHUTTING_DOWN, f"{why}; retry on another replica")
 
 
 def _taking_turns(run: RunBatch, lock: threading.Lock) -> RunBatch:

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.guards import ADMISSION_STATE_KEY
+from service.edge.gate import passage_of
 from service.repository.repository import ModelRepository
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -160,7 +160,7 @@ class MetricsMiddleware:
 
 
 def _served_by(scope: Scope) -> tuple[str, str]:
-    """(model, version) the request was routed to, from its admission; empty when none."""
-    admission = scope.get("state", {}).get(ADMISSION_STATE_KEY)
-    service = getattr(admission, "service", None)
-    return (service.card.name, service.card.version) if service is not None else ("", "")
+    """(model, version) the gate routed the request to; empty when none."""
+    passage = passage_of(scope)
+    served = passage.served if passage is not None else None
+    return served if served is not None else ("", "")

@@ -1,19 +1,37 @@
 """Limits on receiving a request body: its size, the time it may take, and the drain.
 
 The size is enforced before multipart parsing spools anything to disk; the time, so that a
-client trickling its upload at 1 byte/s cannot hold a connection (and a drain) forever.
+client trickling its upload at 1 byte/s cannot hold a connection (and a drain) forever. Both
+run after the gate (:mod:`service.edge.gate`), which refuses what it can from the headers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from asyncio import FIRST_COMPLETED
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service import errors
+from service.core.drain import DrainSignal
+from service.edge.envelope import error_response
+from service.errors import ServiceError
+
+# A Content-Length longer than this many digits is beyond any limit: never parsed as a number.
+MAX_LENGTH_DIGITS = 18
+UNREADABLE_LENGTH = 10**MAX_LENGTH_DIGITS
+
+
+def content_length(scope: Scope) -> int | None:
+    """The request's Content-Length (None: absent). One that is not plain ASCII digits, or
+    absurdly long, reads as :data:`UNREADABLE_LENGTH`, larger than any limit."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+                return UNREADABLE_LENGTH
+            return int(value)
+    return None
 
 
 def carries_body(scope: Scope) -> bool:
@@ -60,11 +78,11 @@ class BodySizeLimit:
         if not carries_body(scope):
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers") or []:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                answer = self._too_large(value.decode("latin-1"), scope["path"])
-                await answer(scope, receive, send)
-                return
+        length = content_length(scope)
+        if length is not None and length > self.max_bytes:
+            shown = f"{length:,}" if length < UNREADABLE_LENGTH else "an unreadable number of"
+            await self._too_large(shown, scope["path"])(scope, receive, send)
+            return
         received = 0
 
         async def counting_receive() -> Message:
@@ -82,38 +100,12 @@ class BodySizeLimit:
 
     def _too_large(self, size: str, path: str, close: bool = False) -> Response:
         limit_mb = self.max_bytes / (1024 * 1024)
-        return error_response(
-            413,
-            "upload_too_large",
+        too_large = ServiceError(
+            errors.UPLOAD_TOO_LARGE,
             f"request body of {size} bytes exceeds the limit of {self.max_bytes:,} bytes "
             f"({limit_mb:g} MB, XCEPTION_MAX_UPLOAD_MB); send fewer or smaller files",
-            close=close,
-            path=path,
         )
-
-
-class DrainSignal:
-    """Set when the server starts its graceful shutdown (SIGTERM), before connections drain.
-
-    Uploads still arriving are cut off at once, and requests waiting for the model get a
-    deadline that ends inside the drain time, so every client gets an answer in the envelope.
-    """
-
-    def __init__(self, drain_timeout_s: float) -> None:
-        self.drain_timeout_s = drain_timeout_s
-        self.event = asyncio.Event()
-        self.deadline = math.inf  # loop.time() by which every request must have answered
-
-    def begin(self) -> None:
-        """Called once by the server when shutdown starts."""
-        if not self.event.is_set():
-            # Keep a margin for the answer itself to be written before the server gives up.
-            self.deadline = asyncio.get_running_loop().time() + self.drain_timeout_s - 1.0
-            self.event.set()
-
-    @property
-    def draining(self) -> bool:
-        return self.event.is_set()
+        return error_response(too_large, close=close, path=path)
 
 
 class BodyDeadline:
@@ -161,24 +153,17 @@ class BodyDeadline:
             return arrival.result()
         if self.drain.draining:
             raise _BodyCutOff(self._shutting_down(path))
-        raise _BodyCutOff(
-            error_response(
-                408,
-                "request_timeout",
-                f"the request body did not arrive within {self.timeout_s:g}s "
-                "(XCEPTION_BODY_TIMEOUT_S); the connection is closed",
-                close=True,
-                path=path,
-            )
+        late = ServiceError(
+            errors.REQUEST_TIMEOUT,
+            f"the request body did not arrive within {self.timeout_s:g}s "
+            "(XCEPTION_BODY_TIMEOUT_S); the connection is closed",
         )
+        raise _BodyCutOff(error_response(late, close=True, path=path))
 
     @staticmethod
     def _shutting_down(path: str) -> Response:
-        return error_response(
-            503,
-            "shutting_down",
+        cut = ServiceError(
+            errors.SHUTTING_DOWN,
             "the server is shutting down and stopped reading uploads; retry on another replica",
-            retry_after_s=1,
-            close=True,
-            path=path,
         )
+        return error_response(cut, close=True, path=path)

@@ -1,0 +1,149 @@
+"""The request path's one gate: route → authenticate → admit, then hand on; release at the end.
+
+Every request passes here before any of its body is read:
+
+1. **route** (:func:`~service.edge.routing.route_of`): what it is and which model version it
+   asks for, read once from the request line;
+2. **authenticate** (:class:`~service.edge.auth.ApiKey`) unless the path is public;
+3. **admit**, for a request that names a model: not while draining, the version resolved
+   (ready, or 503 ``not_ready`` / 404 ``model_not_found``) and leased, and — for inference —
+   a ticket from the version's admission control (503 ``overloaded`` with ``Retry-After``);
+4. hand the request on with its :class:`Passage` in the scope's state, where the routes'
+   dependencies, the protocols and the metrics read which version serves it;
+5. release the lease and the ticket, in one place, once the response is sent.
+
+A refusal here is answered at once in the error envelope, and the connection is closed when
+skipping the unread body would cost more than a new connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import errors
+from service.core.admission import Ticket
+from service.core.inference import InferenceService
+from service.edge.auth import ApiKey
+from service.edge.envelope import error_response
+from service.edge.limits import content_length
+from service.edge.routing import Names, Route, route_of
+from service.errors import ServiceError
+from service.repository.repository import ModelRepository
+from service.repository.version import ModelVersion
+
+PASSAGE_STATE_KEY = "passage"
+# A refused request's body is skipped, not parsed, by the HTTP parser when the connection stays
+# open; up to this size skipping is cheaper than a new connection for the client's retry.
+SKIP_BODY_MAX_BYTES = 1024 * 1024
+
+
+class Passage:
+    """One request's way through the edge: its route, the version serving it (leased until
+    the response is sent) and, for inference, its admission ticket."""
+
+    def __init__(self, route: Route, repository: ModelRepository) -> None:
+        self.route = route
+        self.repository = repository
+        self.version: ModelVersion | None = None
+        self.ticket: Ticket | None = None
+        self.served: tuple[str, str] | None = None  # (name, version), kept after the release
+        self._held = ExitStack()
+
+    @property
+    def service(self) -> InferenceService:
+        """The serving version's service (only for a request the gate routed to one)."""
+        assert self.version is not None and self.version.service is not None, "not routed"
+        return self.version.service
+
+    def enter(self, name: str | None, version: str | None) -> None:
+        """Admit the request to the version ``name``/``version`` route to, or raise why not."""
+        if self.repository.drain.draining:
+            raise ServiceError(
+                errors.SHUTTING_DOWN, "the server is shutting down; retry on another replica"
+            )
+        chosen = self.repository.resolve(name, version)
+        with ExitStack() as held:  # closed at once if admission refuses
+            held.enter_context(chosen.lease())
+            if self.route.inference:
+                assert chosen.service is not None
+                self.ticket = chosen.service.admission.admit()
+                held.callback(self.ticket.release)
+            self._held = held.pop_all()
+        self.version, self.served = chosen, chosen.key
+
+    def reroute(self, name: str | None, version: str | None) -> InferenceService:
+        """For a request that names its model in the body: the version it names, admitted now
+        unless it is the one the gate admitted it to from the headers."""
+        held = self.version
+        if held is not None and name in (None, held.name) and version in (None, held.version):
+            return self.service
+        self.release()
+        self.enter(name, version)
+        return self.service
+
+    def release(self) -> None:
+        """End the lease and the ticket (idempotent: the ticket's images may be queued)."""
+        self._held.close()
+        self.version, self.ticket = None, None
+
+
+def passage_of(scope: Scope) -> Passage | None:
+    """The request's passage through the gate (None for a request that did not pass it)."""
+    passage: Passage | None = scope.get("state", {}).get(PASSAGE_STATE_KEY)
+    return passage
+
+
+class RequestGate:
+    """The ASGI middleware running the steps above for every HTTP request."""
+
+    def __init__(
+        self, app: ASGIApp, repository: Callable[[], ModelRepository], api_key: str | None
+    ) -> None:
+        self.app = app
+        self.repository = repository  # created in the app's lifespan, after this middleware
+        self.api_key = ApiKey(api_key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = route_of(scope)
+        passage = Passage(route, self.repository())
+        scope.setdefault("state", {})[PASSAGE_STATE_KEY] = passage
+        try:
+            if not route.public:
+                self.api_key.check(scope)
+            self._admit(route, passage)
+        except ServiceError as refusal:
+            response = error_response(refusal, close=_costly_to_skip(scope), path=scope["path"])
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            passage.release()
+
+    @staticmethod
+    def _admit(route: Route, passage: Passage) -> None:
+        if route.names in (Names.QUERY, Names.PATH):
+            passage.enter(route.model, route.version)
+        elif route.names is Names.BODY:
+            # Admitted against the default model from the headers when there is one (the
+            # common case; a refusal then costs no body); the body may name another model,
+            # and is routed again once parsed (Passage.reroute).
+            try:
+                passage.enter(None, None)
+            except ServiceError as refusal:
+                if refusal.error in (errors.OVERLOADED, errors.SHUTTING_DOWN):
+                    raise
+
+
+def _costly_to_skip(scope: Scope) -> bool:
+    """Close rather than keep the connection: a large or chunked (unknown-length) body."""
+    if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        return False
+    length = content_length(scope)
+    return length is None or length > SKIP_BODY_MAX_BYTES
