@@ -31,6 +31,82 @@ EXPORT_ONLY_MODULES = (
     "pyarrow", "onnxconverter_common",
 )  # fmt: skip
 MAX_MODULE_LINES = 300
+# service/'s layers, bottom to top (ARCHITECTURE.md): a module imports from its own layer and
+# the layers below it, never above. "service" is the package's __init__ (its version).
+SERVICE_LAYERS = (
+    ("service", "service.errors", "service.config", "service.web"),  # foundations
+    ("service.core",),  # one version's inference: admission, decode, batching, drain
+    ("service.repository",),  # which versions exist, load and serve
+    ("service.edge",),  # everything that refuses a request before a protocol reads it
+    ("service.observability",),  # request ids, metrics, spans
+    ("service.protocols",),  # the ways to ask: uploads, v2, OpenAI embeddings
+    ("service.routes",),  # thin FastAPI routers
+    ("service.app", "service.cli", "service.__main__", "service.healthcheck"),  # wiring
+)
+# Below the edge nothing speaks HTTP: the core and the repository run without a web framework.
+HTTP_FRAMEWORKS = {"fastapi", "starlette", "uvicorn"}
+HTTP_FREE = ("service.errors", "service.config", "service.core", "service.repository")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports (``from a import b`` counts as ``a.b`` too: b may be a
+    submodule), wherever the import statement is."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def layer_of(module: str) -> int | None:
+    """The index in SERVICE_LAYERS of a service module (longest matching prefix)."""
+    best: tuple[int, int] | None = None
+    for index, prefixes in enumerate(SERVICE_LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (
+                best is None or len(prefix) > best[1]
+            ):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def test_every_service_module_has_a_layer() -> None:
+    unplaced = [
+        module_name(path)
+        for path in sorted((ROOT / "service").rglob("*.py"))
+        if layer_of(module_name(path)) is None
+    ]
+    assert not unplaced, unplaced
+
+
+def test_service_layers_import_only_downwards() -> None:
+    upward = []
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        own = layer_of(module_name(path))
+        assert own is not None
+        for imported in imported_modules(path):
+            layer = layer_of(imported)
+            if imported.startswith("service") and layer is not None and layer > own:
+                upward.append(f"{module_name(path)} imports {imported}")
+    assert not upward, upward
+
+
+def test_the_core_and_the_repository_speak_no_http() -> None:
+    speaking = [
+        f"{module_name(path)} imports {sorted(http)}"
+        for path in sorted((ROOT / "service").rglob("*.py"))
+        if module_name(path).startswith(HTTP_FREE)
+        and (http := {m.split(".")[0] for m in imported_modules(path)} & HTTP_FRAMEWORKS)
+    ]
+    assert not speaking, speaking
 
 
 def first_party_imports(path: Path) -> set[str]:
@@ -87,7 +163,7 @@ def test_artifact_loads_neither_torch_nor_fastapi() -> None:
 
 
 def test_service_loads_no_torch() -> None:
-    modules = loaded_after("import service.app, service.cli, service.server")
+    modules = loaded_after("import service.app, service.cli, service.edge.server")
     assert not modules & {"torch", "timm", "torchvision", "export", "bulk"}
 
 
