@@ -71,7 +71,8 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None
     for index, prefixes in enumerate(SERVICE_LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and (
+            covers = module == prefix or (prefix != "service" and module.startswith(prefix + "."))
+            if covers and (
                 best is None or len(prefix) > best[1]
             ):
                 best = (index, len(prefix))
@@ -203,3 +204,16 @@ def test_no_module_is_over_300_lines() -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, long
+
+
+def test_no_source_folder_is_ignored_by_git() -> None:
+    """A new module in any package folder reaches a clean clone (and ruff): ``build/`` once
+    ignored ``export/build/`` too, so its files had to be force-added."""
+    folders = sorted(
+        {path.parent for top in (*PACKAGES, "bench", "tests") for path in (ROOT / top).rglob("*.py")}
+    )
+    probes = [str((folder / "new_module.py").relative_to(ROOT)) for folder in folders]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", *probes], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1, f"ignored by .gitignore: {result.stdout.split()}"

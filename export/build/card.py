@@ -9,11 +9,16 @@ from typing import Any
 import onnx
 import timm
 import torch
-from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_data_config
+from timm.data import (
+    DEFAULT_CROP_PCT,
+    ImageNetInfo,
+    infer_imagenet_subset,
+    resolve_data_config,
+)
 from torch import nn
 
-from export.errors import ExportError
 from artifact.card import ModelCard, Precision, ResizePolicy
+from export.errors import ExportError
 
 
 def read_labels_file(path: Path) -> list[str]:
@@ -45,12 +50,26 @@ def default_labels(model: nn.Module) -> list[str]:
     return labels
 
 
+# timm's crop modes (``transforms_imagenet_eval``) → the card's: "center" is our "crop".
+CROP_MODES = {None: "crop", "center": "crop", "squash": "squash", "border": "border"}
+
+
 def resize_policy(data_cfg: dict[str, Any]) -> ResizePolicy:
-    """timm's eval transform for the weights, as the card's resize policy."""
+    """timm's eval transform for the weights, as the card's resize policy.
+
+    A crop mode we do not know is refused rather than served as a centre crop (the model
+    would get other pixels than it was trained on); a missing ``crop_pct`` is timm's own
+    default (``DEFAULT_CROP_PCT``, 0.875), as timm's transform would use."""
+    crop_mode = data_cfg.get("crop_mode")
+    if crop_mode not in CROP_MODES:
+        known = ", ".join(repr(mode) for mode in CROP_MODES if mode)
+        raise ExportError(
+            f"timm's data config has crop_mode {crop_mode!r}; the model card knows {known}"
+        )
+    crop_pct = data_cfg.get("crop_pct")
     return ResizePolicy(
-        # timm's crop modes: "center" (or unset) is our "crop"; squash and border as named.
-        mode={"squash": "squash", "border": "border"}.get(str(data_cfg.get("crop_mode")), "crop"),
-        crop_pct=float(data_cfg.get("crop_pct") or 1.0),
+        mode=CROP_MODES[crop_mode],
+        crop_pct=float(DEFAULT_CROP_PCT if crop_pct is None else crop_pct),
         interpolation=str(data_cfg.get("interpolation") or "bicubic"),
     )
 

@@ -95,3 +95,20 @@ def test_parity_figures_recorded_within_bounds(exported_model: Path) -> None:
 def test_no_partial_folders_left(exported_model: Path) -> None:
     assert sorted(p.name for p in exported_model.parent.iterdir()) == ["1"]
     assert sorted(p.name for p in exported_model.iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_resize_policy_takes_timms_defaults_and_refuses_unknown_crop_modes() -> None:
+    """Without a crop_pct, the card scales as timm's own eval transform does (not 1.0); a
+    crop mode the card does not know is an export error, never a silent centre crop."""
+    from timm.data.transforms_factory import transforms_imagenet_eval
+
+    from export.build.card import resize_policy
+    from export.errors import ExportError
+
+    policy = resize_policy({"interpolation": "bicubic"})  # no crop_pct, no crop_mode
+    timm_resize = transforms_imagenet_eval(img_size=224, crop_pct=None).transforms[0]
+    assert policy.mode == "crop"
+    assert policy.scale_size((224, 224))[0] == timm_resize.size  # 256 = 224 / 0.875
+    assert resize_policy({"crop_mode": "squash", "crop_pct": 0.9}).mode == "squash"
+    with pytest.raises(ExportError, match="crop_mode 'centre'"):
+        resize_policy({"crop_mode": "centre", "crop_pct": 0.9})
