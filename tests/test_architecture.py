@@ -72,9 +72,7 @@ def layer_of(module: str) -> int | None:
     for index, prefixes in enumerate(SERVICE_LAYERS):
         for prefix in prefixes:
             covers = module == prefix or (prefix != "service" and module.startswith(prefix + "."))
-            if covers and (
-                best is None or len(prefix) > best[1]
-            ):
+            if covers and (best is None or len(prefix) > best[1]):
                 best = (index, len(prefix))
     return None if best is None else best[0]
 
@@ -210,7 +208,11 @@ def test_no_source_folder_is_ignored_by_git() -> None:
     """A new module in any package folder reaches a clean clone (and ruff): ``build/`` once
     ignored ``export/build/`` too, so its files had to be force-added."""
     folders = sorted(
-        {path.parent for top in (*PACKAGES, "bench", "tests") for path in (ROOT / top).rglob("*.py")}
+        {
+            path.parent
+            for top in (*PACKAGES, "bench", "tests")
+            for path in (ROOT / top).rglob("*.py")
+        }
     )
     probes = [str((folder / "new_module.py").relative_to(ROOT)) for folder in folders]
     result = subprocess.run(

@@ -107,3 +107,19 @@ def test_bad_source_is_one_line(
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("xception-bulk: SOURCE") and err.count("\n") == 1
+
+
+def test_top_k_above_the_class_count_is_one_line(
+    exported_model: Path, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before Ray starts, as the service refuses it (never silently clamped)."""
+    out = tmp_path / "o.parquet"
+    code = ray_job.main([str(source), "--model", str(exported_model), "--out", str(out),
+                         "--top-k", "1001"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "xception-bulk: --top-k: top_k=1001 must be between 1 and 1000 (the model's classes)\n"
+    )
+    assert not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from artifact.card import ModelCard
 from artifact.preprocess import Preprocessor
 from service.app import create_app
 from tests.artifact.test_preprocess import encode, png_header_only
-from tests.service.conftest import files, image_bytes, make_settings, wait_ready
+from tests.service.conftest import files, image_bytes, make_settings, served, wait_ready
 
 
 class ResponseLike(Protocol):
@@ -226,6 +227,22 @@ def test_api_key(exported_model: Path) -> None:
         assert secured.post("/classify", files=upload, headers=right).status_code == 200
         assert secured.get("/healthz").status_code == 200  # probes stay open
         assert secured.get("/v1/models").status_code == 401
+        # Authenticated before routed: without the key, nothing tells which models exist.
+        for path in ("/classify?model=nope", "/v2/models/nope", "/v2/models/xception/ready"):
+            response = secured.request("POST" if "classify" in path else "GET", path)
+            assert response.status_code == 401, path
+
+
+def test_a_failed_request_gives_back_its_version_and_its_place(client: TestClient) -> None:
+    """Whatever a request ends in (here an undecodable file, raised deep in decoding), the
+    gate releases its hold on the version (an unload would otherwise wait out the drain
+    timeout) and its admission place (admission would otherwise count it for ever)."""
+    version = client.app.state.repository.resolve(None, None)  # type: ignore[attr-defined]
+    broken = files(("broken.jpg", b"\xff\xd8\xff\xe0 not really a JPEG"))
+    for _ in range(3):
+        assert client.post("/classify", files=broken).status_code == 400
+    assert version.leases == 0
+    assert served(client).admission.reserved == 0
 
 
 def metric(text: str, sample: str) -> float:
@@ -352,3 +369,36 @@ def test_unknown_body_type_is_415(client: TestClient) -> None:
     response = client.post("/classify", content=b"hi", headers={"content-type": "text/plain"})
     assert_envelope(response, 415, "unsupported_media_type")
     assert "multipart/form-data" in response.json()["error"]["message"]
+
+
+def test_a_lone_onnx_file_is_served_as_a_repository_of_one(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    """XCEPTION_MODEL may name a bare .onnx file anywhere (no model.json, no <name>/<version>
+    folder): it is served under the name and version its embedded card gives, through the
+    same load path as a repository's versions, and listed as one."""
+    lone = tmp_path / "anything.onnx"
+    lone.write_bytes((exported_model / "model.onnx").read_bytes())
+    card = json.loads((exported_model / "model.json").read_text())
+    with TestClient(create_app(make_settings(lone))) as app:
+        wait_ready(app)
+        answer = app.post("/classify", files=files(("cat.jpg", image_bytes("chelsea.jpg"))))
+        assert answer.json()["model"] == {"name": card["name"], "version": card["version"]}
+        listed = app.get("/v1/models").json()["models"]
+        assert [(m["name"], m["version"], m["state"], m["path"]) for m in listed] == [
+            (card["name"], card["version"], "ready", str(lone))
+        ]
+
+
+def test_a_content_length_of_any_digits_is_read_without_error() -> None:
+    """A header of thousands of digits (past Python's int-from-string limit) is a too-large
+    body, never a ValueError; non-ASCII digits are not a number at all."""
+    from service.edge.limits import UNREADABLE_LENGTH, content_length
+
+    def scope(value: bytes) -> dict:
+        return {"headers": [(b"content-length", value)]}
+
+    assert content_length(scope(b"123")) == 123
+    assert content_length({"headers": []}) is None
+    for odd in (b"9" * 5000, "١٢".encode(), b"-1", b"1e3", b""):
+        assert content_length(scope(odd)) == UNREADABLE_LENGTH

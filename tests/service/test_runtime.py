@@ -147,3 +147,35 @@ def test_misspelled_setting_is_named_with_the_closest_one() -> None:
         "XCEPTION_MAX_QEUE is not a setting and is ignored; did you mean XCEPTION_MAX_QUEUE?"
     ]
     assert "did you mean" not in unknown_variables({"XCEPTION_ZZZZZZZZZ": "1"})[0]
+
+
+def test_serve_refuses_an_untested_uvicorn_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, exported_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The edge protocol subclasses uvicorn internals: another minor version is refused at
+    start-up (exit 2, one line naming the version to install), never run half-working."""
+    import uvicorn
+
+    from service.cli import main
+    from service.edge.server import TESTED_UVICORN, check_uvicorn
+
+    assert check_uvicorn() is None  # what CI installs is what it tests
+    monkeypatch.setenv("XCEPTION_MODEL", str(exported_model))
+    major, minor = TESTED_UVICORN
+    monkeypatch.setattr(uvicorn, "__version__", f"{major}.{minor + 1}.0")
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"uvicorn {major}.{minor + 1}.0 is installed" in err
+    assert f"uvicorn[standard]=={major}.{minor}.*" in err
+
+
+def test_pyproject_admits_only_the_tested_uvicorn() -> None:
+    import tomllib
+
+    from service.edge.server import TESTED_UVICORN
+
+    major, minor = TESTED_UVICORN
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    wanted = f"uvicorn[standard]>={major}.{minor},<{major}.{minor + 1}"
+    assert wanted in project["project"]["dependencies"]

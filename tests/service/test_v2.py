@@ -233,3 +233,19 @@ def test_malformed_json_tensors_are_400(
     body = {"inputs": [{"name": "image", "datatype": "UINT8", **tensor}]}
     response = httpx.post(f"{server.url}/v2/models/xception/infer", json=body, timeout=60)
     assert response.status_code == 400 and fragment in response.json()["error"], response.text
+
+
+def test_classification_above_the_class_count_is_refused_as_on_classify(
+    client: triton.InferenceServerClient, server: ServiceProcess
+) -> None:
+    """One rule for top-k on every protocol: k above the class count is 422, with the same
+    message as /classify's ``top_k`` (not a 400 here and a 422 there)."""
+    too_many = 1001  # the model has ImageNet's 1000 classes
+    output = triton.InferRequestedOutput("probabilities", class_count=too_many)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("xception", [bytes_input(binary=True)], outputs=[output])
+    assert raised.value.status() == "422"
+    upload = files(("cat.jpg", image_bytes("chelsea.jpg")))
+    classify = httpx.post(f"{server.url}/classify?top_k={too_many}", files=upload, timeout=60)
+    assert classify.status_code == 422
+    assert classify.json()["error"]["message"] == raised.value.message()
