@@ -33,13 +33,36 @@ def ensure_model(model: Path) -> Path:
     return model
 
 
+# The CPU features that change what the engines can do (ratios depend on them).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_facts() -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (Linux; else the platform)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    fields = dict(
+        line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line
+    )
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.machine()), [f for f in CPU_FLAGS if f in flags]
+
+
 def machine() -> dict[str, Any]:
-    """When and where the benchmark ran."""
+    """When and where the benchmark ran: the CPU, its flags, the engine's version."""
+    import onnxruntime
+
+    cpu, flags = cpu_facts()
     return {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "cpu_flags": flags,
         "cores": available_cores(),
         "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
     }
 
 

@@ -156,7 +156,7 @@ def test_settings_probes_and_images_exist() -> None:
             assert context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]
             assert context["capabilities"]["drop"] == ["ALL"]
     metric = documents(K8S / "hpa-queue-depth.yaml")[0]["spec"]["metrics"][0]["pods"]["metric"]
-    assert f'"{metric["name"]}"' in (ROOT / "service" / "metrics.py").read_text()
+    assert f'"{metric["name"]}"' in (ROOT / "service" / "observability" / "metrics.py").read_text()
 
 
 def model_class(name: str) -> Any:

@@ -29,20 +29,16 @@ class Ticket:
 
     control: AdmissionControl
     images: int = 1  # reserved: one from the headers, the real count once claimed
+    claimed: bool = False
     released: bool = False
 
     def claim(self, count: int) -> None:
         """Reserve ``count`` images instead of one, or raise ``overloaded`` if they do not fit."""
         control = self.control
         others = control.batcher.queue_depth + control.reserved - self.images
-        if others + count > control.max_queue:
-            control.batcher.stats.rejected_queue_full += 1
-            raise control.overloaded(
-                f"{others} images queued or arriving and {count} in this request (limit "
-                f"{control.max_queue}, XCEPTION_MAX_QUEUE)"
-            )
+        control.check_room(others, count, f" and {count} in this request")
         control.reserved += count - self.images
-        self.images = count
+        self.images, self.claimed = count, True
 
     def release(self) -> None:
         """Idempotent: the images are queued (they count there now), or the request ended."""
@@ -71,12 +67,7 @@ class AdmissionControl:
     def admit(self) -> Ticket:
         """A ticket holding one image's place (release it once the images are queued); raises
         ``overloaded`` with ``Retry-After`` when the work ahead is over either bound."""
-        waiting = self.batcher.queue_depth + self.reserved
-        if waiting + 1 > self.max_queue:
-            self.batcher.stats.rejected_queue_full += 1
-            raise self.overloaded(
-                f"{waiting} images queued or arriving (limit {self.max_queue}, XCEPTION_MAX_QUEUE)"
-            )
+        self.check_room(self.batcher.queue_depth + self.reserved, 1)
         wait_s = self.expected_wait_s()
         if wait_s > self.max_wait_s:
             self.batcher.stats.rejected_queue_wait += 1
@@ -86,6 +77,15 @@ class AdmissionControl:
             )
         self.reserved += 1
         return Ticket(self)
+
+    def check_room(self, waiting: int, count: int, arriving: str = "") -> None:
+        """``overloaded`` unless ``count`` more images fit beside the ``waiting`` ones."""
+        if waiting + count > self.max_queue:
+            self.batcher.stats.rejected_queue_full += 1
+            raise self.overloaded(
+                f"{waiting} images queued or arriving{arriving} (limit {self.max_queue}, "
+                "XCEPTION_MAX_QUEUE)"
+            )
 
     def overloaded(self, detail: str) -> ServiceError:
         return ServiceError(

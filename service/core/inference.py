@@ -117,7 +117,10 @@ class InferenceService:
 
     def accept(self, count: int, ticket: Ticket) -> None:
         """What the body tells, before any of its images is fetched or decoded: 413 past
-        ``XCEPTION_MAX_FILES``, 503 when ``count`` images do not fit the admission bound."""
+        ``XCEPTION_MAX_FILES``, 503 when ``count`` images do not fit the admission bound.
+        Once per request: a protocol that fetches its images calls it before fetching."""
+        if ticket.claimed and ticket.images == count:
+            return
         if count > self.settings.max_files:
             raise ServiceError(
                 errors.TOO_MANY_FILES,
@@ -139,16 +142,6 @@ class InferenceService:
         ``client_gone``: returns when the client disconnects (its queued images are then
         skipped); ``timeout_s``: a tighter deadline than XCEPTION_REQUEST_TIMEOUT_S."""
         self.accept(len(uploads), ticket)
-        return await self.infer_accepted(uploads, ticket, client_gone, timeout_s)
-
-    async def infer_accepted(
-        self,
-        uploads: list[Upload],
-        ticket: Ticket,
-        client_gone: ClientGone,
-        timeout_s: float | None = None,
-    ) -> list[Rows]:
-        """:meth:`infer` for uploads whose count was :meth:`accept`-ed already."""
         loop = asyncio.get_running_loop()
         deadline, timeout_s = self._deadline(timeout_s)
         with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):

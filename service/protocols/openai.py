@@ -53,7 +53,7 @@ async def embed(
     uploads = [
         Upload(f"input[{i}]", await _load(v, f"input[{i}]", urls)) for i, v in enumerate(items)
     ]
-    rows = await service.infer_accepted(uploads, ticket, client_gone)
+    rows = await service.infer(uploads, ticket, client_gone)
     data = []
     for index, row in enumerate(rows):
         vector = l2_normalize(row.features).astype(np.float32)
