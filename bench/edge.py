@@ -11,6 +11,10 @@ time; the engine stays idle: nothing reaches it). Cases:
 - ``unauthorized``: ``POST /classify`` without the key;
 - ``not_found``: ``GET`` of an unknown path (the envelope's 404).
 
+Besides CPU time (noisy on a shared machine: compare medians of interleaved runs), the
+Python function calls per request, counted by cProfile over one more round: deterministic,
+so two versions of the code compare exactly on any machine.
+
 Comparing two versions of the code: run this file from each checkout (``--label``); the
 figures of one machine are comparable with each other only.
 """
@@ -58,6 +62,19 @@ def request(method: str, path: str, *, key: bool = True, body: bytes = b"") -> d
     return {"scope": scope, "body": body}
 
 
+async def calls_per_request(app: Any, case: dict[str, Any], count: int) -> float:
+    """Python function calls per request (cProfile's count: the same on every run)."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    await cpu_per_request(app, case, count)
+    profile.disable()
+    total: int = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    return total / count
+
+
 async def cpu_per_request(app: Any, case: dict[str, Any], count: int) -> tuple[float, int]:
     """Microseconds of CPU per request, and the status the case was answered with."""
     statuses = []
@@ -91,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         portal = client.portal
         assert portal is not None
         version = app.state.repository.resolve(None, None)
-        version.service.batcher.stats.seconds_per_image = 1e6  # every inference is refused
+        version.service.batcher.stats.seconds_per_image = 1e6
+        version.service.admission.admit()  # one image ahead, for ever: every inference refused
         cases = {
             "probe": request("GET", f"/v2/models/{version.name}/ready"),
             "refusal": request("POST", "/classify", body=BODY),
@@ -105,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
             statuses = {status for _, status in rounds}
             micros = statistics.median(us for us, _ in rounds)
-            results["cases"][name] = {"status": sorted(statuses), "cpu_us": micros}
-            step(f"{name}: {sorted(statuses)}, {micros:.0f} µs of CPU per request")
+            calls = portal.call(calls_per_request, app, case, 200)
+            results["cases"][name] = {"status": sorted(statuses), "cpu_us": micros, "calls": calls}
+            step(f"{name}: {sorted(statuses)}, {micros:.0f} µs of CPU, {calls:.0f} calls a request")
     write_results(options.out, results, f"edge{options.label and '-' + options.label}", markdown)
     return 0
 
@@ -118,12 +137,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"CPU: {results['machine']['cpu']} ({results['machine']['cores']} cores; flags: "
         f"{', '.join(results['machine']['cpu_flags']) or 'none of interest'})",
         "",
-        "| case | status | CPU per request |",
-        "|---|---|---|",
+        "| case | status | CPU per request | Python calls per request |",
+        "|---|---|---|---|",
     ]
     for name, case in results["cases"].items():
         status = "/".join(map(str, case["status"]))
-        lines.append(f"| {name} | {status} | {case['cpu_us']:.0f} µs |")
+        lines.append(f"| {name} | {status} | {case['cpu_us']:.0f} µs | {case['calls']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

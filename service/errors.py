@@ -172,14 +172,7 @@ class ServiceError(Exception):
         self.error = error
         self.message = message
         self.retry_after_s = error.retry_after_s if retry_after_s is None else retry_after_s
-
-    @property
-    def status_code(self) -> int:
-        return self.error.status
-
-    @property
-    def code(self) -> str:
-        return self.error.code
+        self.status_code, self.code = error.status, error.code
 
 
 def markdown_table() -> str:

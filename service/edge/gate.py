@@ -19,7 +19,6 @@ skipping the unread body would cost more than a new connection.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -50,7 +49,6 @@ class Passage:
         self.version: ModelVersion | None = None
         self.ticket: Ticket | None = None
         self.served: tuple[str, str] | None = None  # (name, version), kept after the release
-        self._held = ExitStack()
 
     @property
     def service(self) -> InferenceService:
@@ -65,13 +63,13 @@ class Passage:
                 errors.SHUTTING_DOWN, "the server is shutting down; retry on another replica"
             )
         chosen = self.repository.resolve(name, version)
-        with ExitStack() as held:  # closed at once if admission refuses
-            held.enter_context(chosen.lease())
+        service = chosen.lease()
+        try:
             if self.route.inference:
-                assert chosen.service is not None
-                self.ticket = chosen.service.admission.admit()
-                held.callback(self.ticket.release)
-            self._held = held.pop_all()
+                self.ticket = service.admission.admit()
+        except ServiceError:
+            chosen.give_back()  # refused: nothing is held
+            raise
         self.version, self.served = chosen, chosen.key
 
     def reroute(self, name: str | None, version: str | None) -> InferenceService:
@@ -85,8 +83,12 @@ class Passage:
         return self.service
 
     def release(self) -> None:
-        """End the lease and the ticket (idempotent: the ticket's images may be queued)."""
-        self._held.close()
+        """End the lease and the ticket (the ticket's own release is idempotent: its images
+        may be queued already)."""
+        if self.ticket is not None:
+            self.ticket.release()
+        if self.version is not None:
+            self.version.give_back()
         self.version, self.ticket = None, None
 
 
@@ -111,26 +113,29 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         route = route_of(scope)
-        passage = Passage(route, self.repository())
-        scope.setdefault("state", {})[PASSAGE_STATE_KEY] = passage
         try:
             if not route.public:
                 self.api_key.check(scope)
-            self._admit(route, passage)
+            passage = self._admit(route, scope)
         except ServiceError as refusal:
             response = error_response(refusal, close=_costly_to_skip(scope), path=scope["path"])
             await response(scope, receive, send)
+            return
+        if passage is None:  # no model serves it: nothing to hold
+            await self.app(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
             passage.release()
 
-    @staticmethod
-    def _admit(route: Route, passage: Passage) -> None:
-        if route.names in (Names.QUERY, Names.PATH):
-            passage.enter(route.model, route.version)
-        elif route.names is Names.BODY:
+    def _admit(self, route: Route, scope: Scope) -> Passage | None:
+        """The request's passage, kept in its state, for a request that names a model."""
+        if route.names is Names.NOTHING:
+            return None
+        passage = Passage(route, self.repository())
+        scope.setdefault("state", {})[PASSAGE_STATE_KEY] = passage
+        if route.names is Names.BODY:
             # Admitted against the default model from the headers when there is one (the
             # common case; a refusal then costs no body); the body may name another model,
             # and is routed again once parsed (Passage.reroute).
@@ -139,6 +144,9 @@ class RequestGate:
             except ServiceError as refusal:
                 if refusal.error in (errors.OVERLOADED, errors.SHUTTING_DOWN):
                     raise
+        else:
+            passage.enter(route.model, route.version)
+        return passage
 
 
 def _costly_to_skip(scope: Scope) -> bool:

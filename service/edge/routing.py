@@ -11,8 +11,8 @@ reading is the one the request is served by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from starlette.datastructures import QueryParams
 from starlette.routing import compile_path
@@ -41,8 +41,7 @@ class Names(Enum):
     BODY = "body"  # the JSON body's "model": routed again once the body is parsed
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):  # a tuple: built on every request, and cheaply
     """One request's reading: which model (name, version; None = default/newest) it asks
     for and where it said so, whether it carries images (admission applies), and whether
     it needs the API key."""
@@ -67,8 +66,10 @@ def route_of(scope: Scope) -> Route:
     method: str = scope.get("method", "")
     public = path in PUBLIC_PATHS or is_page(path)
     if method == "POST" and path in (CLASSIFY, FEATURES):
+        if not scope.get("query_string"):
+            return Route(public, Names.QUERY, inference=True)
         # Starlette's parsing, as the route's Query parameters see it (the last value wins).
-        query = QueryParams(scope.get("query_string", b""))
+        query = QueryParams(scope["query_string"])
         return Route(public, Names.QUERY, query.get("model"), query.get("version"), True)
     if method == "POST" and path == EMBEDDINGS:
         return Route(public, Names.BODY, inference=True)
@@ -77,4 +78,7 @@ def route_of(scope: Scope) -> Route:
             if method == wanted and (match := pattern.match(path)):
                 named = match.groupdict()
                 return Route(public, Names.PATH, named["name"], named.get("version"), inference)
-    return Route(public)
+    return _PUBLIC if public else _PRIVATE
+
+
+_PUBLIC, _PRIVATE = Route(True), Route(False)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,15 +47,16 @@ class ModelVersion:
     def _set(self, state: State, reason: str | None = None) -> None:
         self.state, self.reason, self.since = state, reason, time.time()
 
-    @contextmanager
-    def lease(self) -> Iterator[InferenceService]:
-        """The version's service, held until the request is answered (unloading waits)."""
+    def lease(self) -> InferenceService:
+        """The version's service, held until the request is answered (unloading waits for
+        every lease to be given back with :meth:`give_back`)."""
         assert self.service is not None, f"{self.name}/{self.version} is not loaded"
         self.leases += 1
-        try:
-            yield self.service
-        finally:
-            self.leases -= 1
+        return self.service
+
+    def give_back(self) -> None:
+        """End one request's lease."""
+        self.leases -= 1
 
     async def load(self, build: Callable[[], Awaitable[InferenceService]]) -> bool:
         """Build the service (``build`` loads the session off the event loop), start it and
