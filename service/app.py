@@ -91,8 +91,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     # alone) → the body's time limit → its size limit → the routes.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s, drain=drain)
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(RequestGate, repository=lambda: app.state.repository, api_key=key)
+    app.add_middleware(RequestGate, repository=lambda: app.state.repository, settings=settings)
     app.add_middleware(PageHeaders)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     app.add_middleware(RequestIdMiddleware)

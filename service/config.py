@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     url_hosts: str = Field("", description="hosts image URLs may be fetched from")
     url_timeout_s: float = Field(5.0, gt=0.0, description="to fetch one image URL")
     api_key: SecretStr | None = None
+    # Repository control (load, unload: what is served): off unless "explicit", as Triton's
+    # model control mode; then every control call needs this admin key (not the API key).
+    model_control: Literal["none", "explicit"] = "none"
+    admin_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -156,13 +160,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _control_has_its_own_key(self) -> Settings:
+        if self.model_control == "explicit" and self.admin_key is None:
+            raise ValueError(
+                "XCEPTION_MODEL_CONTROL=explicit needs XCEPTION_ADMIN_KEY: anyone who can reach "
+                "the port could otherwise unload the models"
+            )
+        admin, api = self.admin_key, self.api_key
+        if (
+            admin is not None
+            and api is not None
+            and admin.get_secret_value() == api.get_secret_value()
+        ):
+            raise ValueError(
+                "XCEPTION_ADMIN_KEY equals XCEPTION_API_KEY: give control its own key, so that "
+                "every client with the inference key cannot also unload models"
+            )
+        return self
+
     @field_validator("version_policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
         VersionPolicy.parse(value)  # raises with the accepted forms
         return value.strip()
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "admin_key", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         # Compose passes XCEPTION_API_KEY="" for "not set"; an empty token must not be a key.

@@ -54,7 +54,14 @@ UNAUTHORIZED = ErrorCode(
     401,
     "unauthorized",
     "`XCEPTION_API_KEY` set and `Authorization: Bearer <key>` missing, malformed (any bytes) "
-    "or wrong; checked from the headers, constant-time",
+    "or wrong; for repository control, the same with `XCEPTION_ADMIN_KEY`; checked from the "
+    "headers, constant-time",
+)
+MODEL_CONTROL_DISABLED = ErrorCode(
+    403,
+    "model_control_disabled",
+    "a repository load or unload while `XCEPTION_MODEL_CONTROL` is `none` (the default); the "
+    "message says how to turn control on",
 )
 NOT_FOUND = ErrorCode(404, "not_found", "unknown path")
 MODEL_NOT_FOUND = ErrorCode(

@@ -1,4 +1,9 @@
-"""The API key: ``Authorization: Bearer <key>``, compared in constant time from raw bytes."""
+"""Who may do what: the API key for inference and reads, the admin key for repository control.
+
+Keys come as ``Authorization: Bearer <key>`` and are compared in constant time from the raw
+header bytes. Control (load, unload: what is served) is a mode, as in Triton: ``none`` unless
+``XCEPTION_MODEL_CONTROL=explicit``, and then only with ``XCEPTION_ADMIN_KEY``.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,24 @@ import hmac
 from starlette.types import Scope
 
 from service import errors
+from service.config import Settings
+from service.edge.routing import Route
 from service.errors import ServiceError
 
 
-class ApiKey:
-    """With a key configured, a request without it (or with any other bytes) is refused."""
+class BearerKey:
+    """One configured key (None: nothing to check) and the setting that holds it."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, setting: str) -> None:
         self.expected = key.encode() if key is not None else None
+        self.setting = setting
 
     def check(self, scope: Scope) -> None:
         """Raise ``unauthorized`` unless no key is configured or the request carries it."""
         if self.expected is not None and not self._carried_by(scope):
             raise ServiceError(
                 errors.UNAUTHORIZED,
-                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                f"missing or wrong key: send 'Authorization: Bearer <{self.setting}>'",
             )
 
     def _carried_by(self, scope: Scope) -> bool:
@@ -32,3 +40,28 @@ class ApiKey:
             return False
         scheme, _, token = values[0].strip().partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected)
+
+
+class Access:
+    """The credential a route needs, checked from the headers."""
+
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.api_key.get_secret_value() if settings.api_key else None
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self.api_key = BearerKey(secret, "XCEPTION_API_KEY")
+        self.admin_key = BearerKey(admin, "XCEPTION_ADMIN_KEY")
+        self.control = settings.model_control == "explicit"
+
+    def check(self, route: Route, scope: Scope) -> None:
+        """Raise ``unauthorized`` or ``model_control_disabled``, or return: allowed."""
+        if route.control:
+            if not self.control:
+                raise ServiceError(
+                    errors.MODEL_CONTROL_DISABLED,
+                    "repository control is off (XCEPTION_MODEL_CONTROL=none): the server serves "
+                    "what its repository holds; to load and unload models by request, start it "
+                    "with XCEPTION_MODEL_CONTROL=explicit and an XCEPTION_ADMIN_KEY",
+                )
+            self.admin_key.check(scope)
+        elif not route.public:
+            self.api_key.check(scope)

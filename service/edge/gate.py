@@ -4,7 +4,8 @@ Every request passes here before any of its body is read:
 
 1. **route** (:func:`~service.edge.routing.route_of`): what it is and which model version it
    asks for, read once from the request line;
-2. **authenticate** (:class:`~service.edge.auth.ApiKey`) unless the path is public;
+2. **authenticate** (:class:`~service.edge.auth.Access`): the API key unless the path is
+   public; for repository control, the control mode and the admin key;
 3. **admit**, for a request that names a model: not while draining, the version resolved
    (ready, or 503 ``not_ready`` / 404 ``model_not_found``) and leased, and — for inference —
    a ticket from the version's admission control (503 ``overloaded`` with ``Retry-After``);
@@ -23,9 +24,10 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
+from service.config import Settings
 from service.core.admission import Ticket
 from service.core.inference import InferenceService
-from service.edge.auth import ApiKey
+from service.edge.auth import Access
 from service.edge.envelope import error_response
 from service.edge.limits import content_length
 from service.edge.routing import Names, Route, route_of
@@ -102,11 +104,11 @@ class RequestGate:
     """The ASGI middleware running the steps above for every HTTP request."""
 
     def __init__(
-        self, app: ASGIApp, repository: Callable[[], ModelRepository], api_key: str | None
+        self, app: ASGIApp, repository: Callable[[], ModelRepository], settings: Settings
     ) -> None:
         self.app = app
         self.repository = repository  # created in the app's lifespan, after this middleware
-        self.api_key = ApiKey(api_key)
+        self.access = Access(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,8 +116,7 @@ class RequestGate:
             return
         route = route_of(scope)
         try:
-            if not route.public:
-                self.api_key.check(scope)
+            self.access.check(route, scope)
             passage = self._admit(route, scope)
         except ServiceError as refusal:
             response = error_response(refusal, close=_costly_to_skip(scope), path=scope["path"])

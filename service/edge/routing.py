@@ -24,6 +24,9 @@ CLASSIFY, FEATURES, EMBEDDINGS = "/classify", "/features", "/v1/embeddings"
 V2_MODEL = "/v2/models/{name}"
 V2_MODEL_VERSION = "/v2/models/{name}/versions/{version}"
 V2_READY, V2_INFER = "/ready", "/infer"  # suffixes of both model paths
+# Repository control: what changes the models served (off by default; its own key).
+V2_LOAD = "/v2/repository/models/{name}/load"
+V2_UNLOAD = "/v2/repository/models/{name}/unload"
 
 # Open without the API key: probes, metrics scrapes, the API's own documentation, and the
 # pages (service.web.pages): the try-it page asks for the key itself.
@@ -51,6 +54,7 @@ class Route(NamedTuple):  # a tuple: built on every request, and cheaply
     model: str | None = None
     version: str | None = None
     inference: bool = False
+    control: bool = False  # changes what is served: XCEPTION_MODEL_CONTROL, the admin key
 
 
 _V2_PATHS = [
@@ -73,6 +77,9 @@ def route_of(scope: Scope) -> Route:
         return Route(public, Names.QUERY, query.get("model"), query.get("version"), True)
     if method == "POST" and path == EMBEDDINGS:
         return Route(public, Names.BODY, inference=True)
+    control = path.startswith("/v2/repository/models/")
+    if control and method == "POST" and any(p.match(path) for p in _CONTROL_PATHS):
+        return _CONTROL
     if path.startswith("/v2/models/"):
         for wanted, pattern, inference in _V2_PATHS:
             if method == wanted and (match := pattern.match(path)):
@@ -81,4 +88,5 @@ def route_of(scope: Scope) -> Route:
     return _PUBLIC if public else _PRIVATE
 
 
-_PUBLIC, _PRIVATE = Route(True), Route(False)
+_PUBLIC, _PRIVATE, _CONTROL = Route(True), Route(False), Route(False, control=True)
+_CONTROL_PATHS = [compile_path(template)[0] for template in (V2_LOAD, V2_UNLOAD)]

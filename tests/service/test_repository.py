@@ -44,6 +44,9 @@ from tests.service.test_api import assert_envelope
 CAT = image_bytes("chelsea.jpg")
 LIVE = {"device": "cpu", "max_batch_size": 4, "max_batch_delay_ms": 5, "ort_threads": 2,
         "max_queue_wait_s": 60, "drain_timeout_s": 20}  # fmt: skip
+# Repository control, turned on with its own key (off by default).
+CONTROL = {"model_control": "explicit", "admin_key": "admin-key"}
+ADMIN = {"Authorization": "Bearer admin-key"}
 
 
 @pytest.fixture
@@ -172,14 +175,16 @@ def broken_copy(source: Path, stage: Path, version: str, flaw: str) -> Path:
 def test_a_broken_version_is_refused_and_the_working_one_keeps_serving(
     repository: Path, exported_model: Path, tmp_path: Path, flaw: str, reason: str
 ) -> None:
-    settings = make_settings(None, model_repository=repository, api_key="k")
+    settings = make_settings(None, model_repository=repository, api_key="k", **CONTROL)
     key = {"Authorization": "Bearer k"}
     with TestClient(create_app(settings)) as app:
         wait_ready(app)
         source = repository / "resnet18" / "1"
         publish(broken_copy(source, tmp_path / "stage", "2", flaw), repository, "resnet18", "2")
         assert app.post("/v2/repository/models/resnet18/load").status_code == 401
-        loaded = app.post("/v2/repository/models/resnet18/load", headers=key)
+        # The inference key is not the admin key: it cannot change what is served.
+        assert app.post("/v2/repository/models/resnet18/load", headers=key).status_code == 401
+        loaded = app.post("/v2/repository/models/resnet18/load", headers=ADMIN)
         assert loaded.status_code == 200, loaded.text  # version 1 still loads: not a failure
         rows = app.post("/v2/repository/index", headers=key).json()
         failed = next(row for row in rows if row["version"] == "2")
@@ -195,7 +200,8 @@ def test_a_broken_version_is_refused_and_the_working_one_keeps_serving(
 
 @pytest.fixture
 def live(repository: Path) -> Iterator[ServiceProcess]:
-    with live_service(None, {**LIVE, "model_repository": repository, "poll_s": 0.3}) as server:
+    settings = {**LIVE, **CONTROL, "model_repository": repository, "poll_s": 0.3}
+    with live_service(None, settings) as server:
         yield server
 
 
@@ -270,7 +276,7 @@ def test_tritonclient_lists_unloads_and_loads(live: ServiceProcess) -> None:
             httpx.post, f"{live.url}/classify?model=xception", files=eight, timeout=120
         )
         wait_until(lambda: _counter(live.url, "xception", "images") > 0 or slow.done())
-        client.unload_model("xception")
+        client.unload_model("xception", headers=ADMIN)
         assert slow.result().status_code == 200
     assert not client.is_model_ready("xception")
     states = {m["name"]: m for m in client.get_model_repository_index()}
@@ -280,13 +286,13 @@ def test_tritonclient_lists_unloads_and_loads(live: ServiceProcess) -> None:
     with pytest.raises(InferenceServerException, match="not served"):
         client.infer("xception", [pixels])
 
-    client.load_model("xception")
+    client.load_model("xception", headers=ADMIN)
     assert client.is_model_ready("xception") and client.is_model_ready("resnet18", "1")
     assert client.infer("resnet18", [pixels]).as_numpy("features").shape == (1, 512)
     metadata = client.get_model_metadata("resnet18")
     assert metadata["versions"] == ["1"] and metadata["inputs"][0]["shape"] == [-1, 224, 224, 3]
     with pytest.raises(InferenceServerException, match="no model 'vgg'"):
-        client.load_model("vgg")
+        client.load_model("vgg", headers=ADMIN)
 
 
 def _counter(url: str, name: str, key: str) -> float:
@@ -330,3 +336,44 @@ def test_ready_only_when_every_model_has_a_ready_version(repository: Path, tmp_p
         shutil.rmtree(repository / "other")
         app.post("/v2/repository/index")  # a rescan, as polling would do
         assert app.get("/readyz").status_code == 200
+
+
+def test_repository_control_is_off_unless_turned_on(repository: Path) -> None:
+    """The defaults (the README's quick start on a public port): nobody can unload or load a
+    model, with or without a key; what the repository holds keeps being served."""
+    with TestClient(create_app(make_settings(None, model_repository=repository))) as app:
+        wait_ready(app)
+        for action in ("unload", "load"):
+            for headers in ({}, ADMIN, {"Authorization": "Bearer anything"}):
+                refused = app.post(f"/v2/repository/models/xception/{action}", headers=headers)
+                assert refused.status_code == 403, refused.text
+                assert "XCEPTION_MODEL_CONTROL=explicit" in refused.json()["error"]
+        assert app.get("/readyz").status_code == 200
+        answer = app.post("/classify?model=xception", files=files(("cat.jpg", CAT)))
+        assert answer.status_code == 200
+        assert app.post("/v2/repository/index").status_code == 200  # reading stays open
+
+
+def test_explicit_control_needs_its_own_admin_key(repository: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs XCEPTION_ADMIN_KEY"):
+        make_settings(None, model_repository=repository, model_control="explicit")
+    with pytest.raises(ValidationError, match="XCEPTION_ADMIN_KEY equals XCEPTION_API_KEY"):
+        make_settings(None, model_repository=repository, api_key="same", **{
+            **CONTROL, "admin_key": "same"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5", b"true", b'{"parameters": 5}', b"[" * 50_000, b'{"parameters": {"a": 1e999}}'],
+    ids=["number", "true", "parameters-number", "deep", "huge-float"],
+)
+def test_control_bodies_of_any_shape_are_4xx(repository: Path, body: bytes) -> None:
+    settings = make_settings(None, model_repository=repository, **CONTROL)
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        answer = app.post("/v2/repository/models/xception/load", content=body, headers=ADMIN)
+        assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
+        listed = app.post("/v2/repository/index", content=body)  # extra fields are ignored
+        assert listed.status_code < 500, (listed.status_code, listed.text)
