@@ -17,20 +17,21 @@ from service import errors
 from service.core.drain import DrainSignal
 from service.edge.envelope import error_response
 from service.errors import ServiceError
+from service.parsing import MAX_DIGITS, Unparseable, count
 
-# A Content-Length longer than this many digits is beyond any limit: never parsed as a number.
-MAX_LENGTH_DIGITS = 18
-UNREADABLE_LENGTH = 10**MAX_LENGTH_DIGITS
+# What a Content-Length that is no count reads as: larger than any limit.
+UNREADABLE_LENGTH = 10**MAX_DIGITS
 
 
 def content_length(scope: Scope) -> int | None:
     """The request's Content-Length (None: absent). One that is not plain ASCII digits, or
-    absurdly long, reads as :data:`UNREADABLE_LENGTH`, larger than any limit."""
+    absurdly long, reads as :data:`UNREADABLE_LENGTH`."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+            try:
+                return count(value)
+            except Unparseable:
                 return UNREADABLE_LENGTH
-            return int(value)
     return None
 
 

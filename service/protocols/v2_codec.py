@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service.parsing import Unparseable, count, json_value, whole
 from service.protocols.image_sources import SourceError, decode_base64
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -26,6 +27,17 @@ NUMPY_TYPES = {"UINT8": np.uint8, "FP32": np.float32}
 
 class ProtocolError(ValueError):
     """A request the protocol cannot accept: answered 400 with this message."""
+
+
+# parameters.timeout: at most a day of µs (XCEPTION_REQUEST_TIMEOUT_S bounds it further).
+MAX_TIMEOUT_US = 86_400 * 10**6
+
+
+def _whole(value: Any, where: str, maximum: int) -> int:
+    try:
+        return whole(value, where, maximum)
+    except Unparseable as exc:
+        raise ProtocolError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -56,16 +68,20 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """A v2 infer request body (JSON, or JSON + binary section) → :class:`InferRequest`."""
     size = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > size:
+        try:
+            length = count(header_length)
+        except Unparseable:
+            length = size + 1
+        if length > size:
             raise ProtocolError(
                 f"Inference-Header-Content-Length {header_length!r} is not a length within the "
                 f"{size}-byte body"
             )
-        size = int(header_length)
+        size = length
     try:
-        header = json.loads(body[:size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"the request header is not valid JSON: {exc}") from exc
+        header = json_value(body[:size])
+    except Unparseable as exc:
+        raise ProtocolError(f"the request header: {exc}") from exc
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
     parameters = _object(header.get("parameters"), "parameters")
@@ -78,8 +94,10 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if len(binary):
         raise ProtocolError(f"{len(binary)} bytes of binary data are not claimed by any input")
     timeout = parameters.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
-        raise ProtocolError(f"parameters.timeout {timeout!r} must be a positive integer (µs)")
+    if timeout is not None:
+        timeout = _whole(timeout, "parameters.timeout (µs)", MAX_TIMEOUT_US)
+        if not timeout:
+            raise ProtocolError("parameters.timeout must be a positive number of µs")
     request_id = header.get("id")
     return InferRequest(
         id=None if request_id is None else str(request_id),
@@ -103,15 +121,14 @@ def _input(item: dict[str, Any], binary: memoryview) -> tuple[Tensor, int]:
     name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise ProtocolError("each input needs a string 'name' and 'datatype'")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers")
     count = math.prod(shape)  # Python ints: no overflow for absurd shapes
     size = _object(item.get("parameters"), f"input {name!r} parameters").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or size > len(binary):
-            raise ProtocolError(
-                f"input {name!r}: binary_data_size {size!r} exceeds the {len(binary)} bytes left"
-            )
+        size = _whole(size, f"input {name!r}: binary_data_size", len(binary))
         raw = bytes(binary[:size])
         values = _from_binary(name, datatype, raw, count)
     else:
@@ -192,7 +209,7 @@ def _output(item: dict[str, Any]) -> RequestedOutput:
         raise ProtocolError("each requested output needs a string 'name'")
     parameters = _object(item.get("parameters"), f"output {name!r} parameters")
     k = parameters.get("classification", 0)
-    if not isinstance(k, int) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ProtocolError(f"output {name!r}: classification {k!r} must be a positive integer")
     return RequestedOutput(name, bool(parameters.get("binary_data", False)), k)
 

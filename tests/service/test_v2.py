@@ -8,6 +8,7 @@ same images over the same server.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,41 @@ def test_classification_above_the_class_count_is_refused_as_on_classify(
     classify = httpx.post(f"{server.url}/classify?top_k={too_many}", files=upload, timeout=60)
     assert classify.status_code == 422
     assert classify.json()["error"]["message"] == raised.value.message()
+
+
+def _raw(header: dict | bytes, extra: bytes = b"", length: str | None = None) -> tuple[bytes, dict]:
+    body = header if isinstance(header, bytes) else json.dumps(header).encode()
+    headers: dict[str, str | bytes] = {"Content-Type": "application/octet-stream"}
+    if length is not None:  # as bytes: httpx would refuse to send a non-ASCII str
+        headers["Inference-Header-Content-Length"] = length.encode("latin-1")
+    return body + extra, headers
+
+
+PIXELS = {"name": "image", "datatype": "UINT8", "shape": [1, 299, 299, 3]}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        _raw({"inputs": []}, length="²"),  # str.isdigit() says yes, int() says no
+        _raw({"inputs": []}, length="9" * 5000),  # past Python's int-from-string limit
+        _raw(b'{"inputs": ' + b"[" * 100_000),  # deeper than the recursion limit
+        _raw(b'{"inputs": [], "id": ' + b"7" * 5000 + b"}"),  # a JSON int past the limit
+        _raw({"inputs": [PIXELS], "parameters": {"timeout": 10**400}}),  # overflows a float
+        _raw({"inputs": [PIXELS], "parameters": {"timeout": True}}),
+        _raw({"inputs": [{**PIXELS, "parameters": {"binary_data_size": True}}]}, b"x"),
+        _raw({"inputs": [{**PIXELS, "shape": [0, 299, 299, 3], "data": []}]}),  # zero images
+        _raw({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [0], "data": []}]}),
+        _raw({"inputs": [{**PIXELS, "shape": [True, 299, 299, 3], "data": [0] * 268203}]}),
+    ],
+    ids=["superscript-length", "long-length", "deep-json", "huge-int", "float-overflow",
+         "bool-timeout", "bool-size", "zero-pixels", "zero-bytes", "bool-dimension"],
+)  # fmt: skip
+def test_numbers_and_structure_of_any_kind_are_400(
+    server: ServiceProcess, body: bytes, headers: dict
+) -> None:
+    """What Python's own parsers choke on is the protocol's 400, never a 500."""
+    url = f"{server.url}/v2/models/xception/infer"
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    assert response.status_code == 400, response.text
+    assert isinstance(response.json()["error"], str)
