@@ -153,6 +153,12 @@ TOO_MANY_CONNECTIONS = ErrorCode(
     "more than `XCEPTION_MAX_CONNECTIONS` open connections",
     retry_after_s=1,
 )
+IMAGE_FETCH_FAILED = ErrorCode(
+    502,
+    "image_fetch_failed",
+    "an allowed image URL (`XCEPTION_URL_HOSTS`) could not be fetched: refused, not HTTP, an "
+    "error status, a redirect (never followed), or not in full within `XCEPTION_URL_TIMEOUT_S`",
+)
 TIMEOUT = ErrorCode(
     504,
     "timeout",

@@ -2,18 +2,20 @@
 
 Used by the JSON request bodies (``/classify``, ``/features``), the v2 protocol's BYTES in
 JSON, and ``/v1/embeddings``. URLs are fetched only when the operator lists the hosts
-(``XCEPTION_URL_HOSTS``; off by default), over http(s), with no redirects, a size limit and a
-timeout: the service never becomes a proxy to anywhere else.
+(``XCEPTION_URL_HOSTS``; off by default), over http(s) with httpx, concurrently, with no
+redirects, a size limit and a total time per URL inside the request's deadline: the service
+never becomes a proxy to anywhere else, and a slow remote cannot hold a request for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 from service import errors
 from service.config import Settings
@@ -63,6 +65,10 @@ class UrlPolicy:
     def check(self, url: str, where: str) -> None:
         """A :class:`SourceError` unless ``url`` may be fetched (decided without the network)."""
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (urllib checks the port when it is read)
+        except ValueError as exc:  # out of range, not a number
+            raise SourceError(f"{where}: not a URL that can be fetched ({exc})") from exc
         if not self.hosts:
             raise SourceError(
                 f"{where}: URLs are not fetched by this server (XCEPTION_URL_HOSTS is empty); "
@@ -74,31 +80,57 @@ class UrlPolicy:
                 f"(XCEPTION_URL_HOSTS: {', '.join(sorted(self.hosts))})"
             )
 
-    def fetch(self, url: str, where: str) -> bytes:
-        """The bytes at an allowed ``url`` (see :meth:`check`); blocking: run it in a thread."""
-        self.check(url, where)
-        opener = urllib.request.build_opener(_NoRedirects())
+    async def fetch_all(self, urls: list[tuple[str, str]], deadline_s: float) -> list[bytes]:
+        """The bytes at each allowed ``(url, where)``, fetched concurrently; each within
+        ``XCEPTION_URL_TIMEOUT_S`` in total (not per read: a remote dripping one byte at a
+        time is cut off) and all within ``deadline_s`` seconds. Any failure is a
+        :class:`SourceError` naming its item."""
+        for url, where in urls:
+            self.check(url, where)  # all refused at once, before any connection
+        limit = min(self.timeout_s, deadline_s)
+        # No redirects (they could leave the allow-list), no proxy or .netrc from the
+        # environment: the server fetches exactly the URL it checked.
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+            return list(await asyncio.gather(*(self._fetch(client, u, w, limit) for u, w in urls)))
+
+    async def _fetch(self, client: httpx.AsyncClient, url: str, where: str, limit: float) -> bytes:
         try:
-            with opener.open(url, timeout=self.timeout_s) as response:
-                data: bytes = response.read(self.max_bytes + 1)
-        except urllib.error.HTTPError as exc:
-            raise SourceError(f"{where}: {url} answered {exc.code}") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise SourceError(f"{where}: cannot fetch {url} ({exc})") from exc
-        if len(data) > self.max_bytes:
+            return await asyncio.wait_for(self._read(client, url, where), limit)
+        except SourceError:
+            raise
+        except asyncio.TimeoutError as exc:
             raise SourceError(
-                f"{where}: {url} is larger than {self.max_bytes:,} bytes (XCEPTION_MAX_UPLOAD_MB)",
-                errors.UPLOAD_TOO_LARGE,
-            )
-        return data
+                f"{where}: {url} did not answer in full within {limit:g}s "
+                "(XCEPTION_URL_TIMEOUT_S, or what the request's deadline left)",
+                errors.IMAGE_FETCH_FAILED,
+            ) from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise SourceError(f"{where}: not a URL that can be fetched ({exc})") from exc
+        except (httpx.HTTPError, OSError) as exc:  # refused, reset, not HTTP, broken chunks…
+            raise SourceError(
+                f"{where}: cannot fetch {url} ({type(exc).__name__}: {exc})",
+                errors.IMAGE_FETCH_FAILED,
+            ) from exc
+
+    async def _read(self, client: httpx.AsyncClient, url: str, where: str) -> bytes:
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                moved = " (redirects are not followed)" if response.is_redirect else ""
+                raise SourceError(
+                    f"{where}: {url} answered {response.status_code}{moved}",
+                    errors.IMAGE_FETCH_FAILED,
+                )
+            data = bytearray()
+            async for chunk in response.aiter_raw():
+                data += chunk
+                if len(data) > self.max_bytes:
+                    raise SourceError(
+                        f"{where}: {url} is larger than {self.max_bytes:,} bytes "
+                        "(XCEPTION_MAX_UPLOAD_MB)",
+                        errors.UPLOAD_TOO_LARGE,
+                    )
+            return bytes(data)
 
 
 def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect could lead anywhere: refuse it rather than follow it off the allow-list."""
-
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None

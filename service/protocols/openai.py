@@ -47,13 +47,13 @@ async def embed(
     """The OpenAI embeddings response for ``request``, from ``service`` (the version its
     ``model`` routes to: :func:`model_ref`)."""
     card = service.card
+    loop = asyncio.get_running_loop()
+    started = loop.time()  # the request's deadline covers fetching its URLs too
     items = [request.input] if isinstance(request.input, str) else request.input
     service.accept(len(items), ticket)  # before fetching or decoding any of them
-    urls = UrlPolicy.for_settings(settings)
-    uploads = [
-        Upload(f"input[{i}]", await _load(v, f"input[{i}]", urls)) for i, v in enumerate(items)
-    ]
-    rows = await service.infer(uploads, ticket, client_gone)
+    uploads = await _load_all(items, UrlPolicy.for_settings(settings), settings.request_timeout_s)
+    left_s = settings.request_timeout_s - (loop.time() - started)
+    rows = await service.infer(uploads, ticket, client_gone, timeout_s=max(left_s, 1e-6))
     data = []
     for index, row in enumerate(rows):
         vector = l2_normalize(row.features).astype(np.float32)
@@ -72,11 +72,17 @@ async def embed(
     }
 
 
-async def _load(value: str, where: str, urls: UrlPolicy) -> bytes:
+async def _load_all(items: list[str], urls: UrlPolicy, deadline_s: float) -> list[Upload]:
+    """Each input's bytes: base64 decoded here, URLs fetched together (image_sources)."""
+    names = [f"input[{i}]" for i in range(len(items))]
     try:
-        if not is_url(value):
-            return decode_base64(value, where)
-        urls.check(value, where)  # refused at once, without a thread, when not allowed
-        return await asyncio.to_thread(urls.fetch, value, where)
+        data: dict[int, bytes] = {
+            i: decode_base64(value, names[i]) for i, value in enumerate(items) if not is_url(value)
+        }
+        wanted = [i for i, value in enumerate(items) if is_url(value)]
+        if wanted:
+            fetched = await urls.fetch_all([(items[i], names[i]) for i in wanted], deadline_s)
+            data.update(zip(wanted, fetched, strict=True))
     except SourceError as exc:
         raise source_error(exc) from exc
+    return [Upload(names[i], data[i]) for i in range(len(items))]
