@@ -22,6 +22,8 @@ from artifact.errors import (
     UnsupportedAspectRatio,
 )
 
+# Values per strip when converting a 16/32-bit grey image (4 MB of float32 at a time).
+STRIP_VALUES = 1 << 20
 # File extensions Pillow can open: how folder tools tell image files from the rest.
 IMAGE_SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
 # Leading bytes of the formats Pillow reads: tells "a broken image" from "not an image at
@@ -47,8 +49,15 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
-def open_image(data: bytes, name: str, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
-    """Bytes → a lazily decoded Pillow image whose size is within the limits.
+def open_image(
+    data: bytes,
+    name: str,
+    max_pixels: int,
+    max_aspect_ratio: float,
+    formats: frozenset[str] | None = None,
+) -> Image.Image:
+    """Bytes → a lazily decoded Pillow image whose size is within the limits, of one of
+    ``formats`` (Pillow's names; None: any), and not decoded by Pillow in pure Python.
 
     Raises an :class:`~artifact.errors.ImageError` naming ``name`` (the limits' setting
     names are the service's, the place a user most often meets them).
@@ -74,6 +83,7 @@ def open_image(data: bytes, name: str, max_pixels: int, max_aspect_ratio: float)
         ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UndecodableImage(f"{name}: cannot decode the image header ({exc})") from exc
+    _check_decoder(image, name, formats)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -89,10 +99,37 @@ def open_image(data: bytes, name: str, max_pixels: int, max_aspect_ratio: float)
     return image
 
 
+def _check_decoder(image: Image.Image, name: str, formats: frozenset[str] | None) -> None:
+    """Refuse, from the header, what would be slow or is not wanted to decode."""
+    if formats is not None and image.format not in formats:
+        raise NotAnImage(
+            f"{name}: {image.format} images are not accepted here (XCEPTION_IMAGE_FORMATS: "
+            f"{', '.join(sorted(formats))}); re-encode it as JPEG or PNG"
+        )
+    # Pillow's decoders written in Python (RLE-compressed BMP, QOI, 16-bit SGI, …) take
+    # seconds of CPU for one large image, whatever its file size: never worth it here.
+    slow = sorted({tile[0] for tile in getattr(image, "tile", []) if tile[0] in Image.DECODERS})
+    if slow:
+        raise NotAnImage(
+            f"{name}: this {image.format} variant ({', '.join(slow)}) decodes in pure Python, "
+            "seconds of CPU for one image; re-encode it as PNG or JPEG"
+        )
+
+
 def oriented_rgb(image: Image.Image) -> Image.Image:
     """First frame, EXIF orientation applied, converted to RGB: what every model sees."""
+    return to_rgb(oriented(image))
+
+
+def oriented(image: Image.Image) -> Image.Image:
+    """First frame, EXIF orientation applied, as RGB or — for grey images — L.
+
+    Grey stays one channel so that callers can resize before making it RGB (the same
+    pixels: each channel resizes alike, at a third of the memory). The orientation is
+    applied in place: no copy of a picture that needs no turning."""
     image.seek(0)  # animated GIF/WebP/APNG: the first frame
-    return to_rgb(ImageOps.exif_transpose(image))
+    ImageOps.exif_transpose(image, in_place=True)
+    return rgb_or_grey(image)
 
 
 def load_rgb(path: Path, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
@@ -113,12 +150,18 @@ def sniff_format(data: bytes) -> str | None:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB; transparency is composited on white, 16-bit scaled to 8."""
-    if image.mode == "RGB":
+    image = rgb_or_grey(image)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def rgb_or_grey(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB, or L for grey ones (8-bit, 16-bit and float grey)."""
+    if image.mode in ("RGB", "L"):
         return image
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        image = _to_8bit_gray(image)
+        return _to_8bit_gray(image)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -127,10 +170,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _to_8bit_gray(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit grey → 8-bit L: 16-bit ranges scale by 1/257 (65535 → 255)."""
-    values = np.asarray(image).astype(np.float64)
-    if image.mode == "F" and values.size and values.max() <= 1.0:
-        values = values * 255.0
-    elif values.size and values.max() > 255:
-        values = values / 257.0
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))  # 2-D uint8: L
+    """16-bit / 32-bit grey → 8-bit L: 16-bit ranges scale by 1/257 (65535 → 255), floats
+    in [0, 1] by 255; NaN is 0, infinities clip.
+
+    In strips of rows, in float32: the decoded image is the only full-size copy beside the
+    8-bit result (a float64 whole-image conversion once took ~1 GB for a 36 MP float TIFF)."""
+    width, height = image.size
+    rows = max(1, STRIP_VALUES // max(1, width))
+    strips = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+    def strip(top: int, bottom: int) -> np.ndarray:
+        values = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32)
+        return np.nan_to_num(values, nan=0.0, posinf=np.inf, neginf=-np.inf)
+
+    finite = [
+        float(values[np.isfinite(values)].max(initial=-np.inf))
+        for values in (strip(top, bottom) for top, bottom in strips)
+    ]
+    largest = max(finite, default=0.0)
+    scale = 255.0 if image.mode == "F" and largest <= 1.0 else 1 / 257 if largest > 255 else 1.0
+    out = np.empty((height, width), dtype=np.uint8)
+    for top, bottom in strips:
+        values = strip(top, bottom)
+        values *= scale
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        out[top:bottom] = values
+    return Image.fromarray(out)  # 2-D uint8: L

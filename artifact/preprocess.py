@@ -9,6 +9,7 @@ service feeds the network the pixels its weights were evaluated with
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from artifact.card import ModelCard, ResizePolicy
 from artifact.errors import UndecodableImage
-from artifact.images import open_image, oriented_rgb
+from artifact.images import open_image, oriented
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -47,6 +48,7 @@ class Preprocessor:
     resample: Image.Resampling
     max_pixels: int
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    formats: frozenset[str] | None = None  # Pillow format names accepted (None: any)
     # ``border`` pads with the mean colour, as timm does: normalised, the padding is zero.
     fill: tuple[int, int, int] = (0, 0, 0)
 
@@ -56,9 +58,14 @@ class Preprocessor:
         card: ModelCard,
         max_pixels: int,
         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+        formats: frozenset[str] | None = None,
     ) -> Preprocessor:
-        """The preprocessing the card's weights were trained with."""
-        return cls.for_policy(card.input_size, card.resize, max_pixels, max_aspect_ratio, card.mean)
+        """The preprocessing the card's weights were trained with (``formats``: the Pillow
+        formats accepted; None: any)."""
+        policy = cls.for_policy(
+            card.input_size, card.resize, max_pixels, max_aspect_ratio, card.mean
+        )
+        return policy if formats is None else dataclasses.replace(policy, formats=formats)
 
     @classmethod
     def for_local_files(cls, card: ModelCard) -> Preprocessor:
@@ -93,7 +100,7 @@ class Preprocessor:
     def __call__(self, data: bytes, filename: str = "") -> np.ndarray:
         """Bytes of one image → uint8 [H, W, 3]; raises an ImageError naming ``filename``."""
         name = filename or "upload"
-        image = open_image(data, name, self.max_pixels, self.max_aspect_ratio)
+        image = open_image(data, name, self.max_pixels, self.max_aspect_ratio, self.formats)
         try:
             return self._pixels(image)
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
@@ -106,7 +113,8 @@ class Preprocessor:
             # resize needs: decoding a 12 MP photo for a 333 px target is 10× cheaper. The
             # only place our pixels may differ from timm's (which decodes in full).
             image.draft("RGB", self.scale_size[::-1])
-        return np.asarray(self.resize(oriented_rgb(image)), dtype=np.uint8)
+        picture = self.resize(oriented(image))  # grey is resized as L, then made RGB
+        return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))
 
     def resize(self, image: Image.Image) -> Image.Image:
         """An RGB picture → the model's H×W, as timm's eval transform for this mode."""

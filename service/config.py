@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # (the crop policy scales the shorter side to ~333 px: a 1×2000 image would become
     # 333×666,000 pixels before the crop).
     max_aspect_ratio: float = Field(20.0, ge=1.0, description="longer side ÷ shorter side")
+    # The image formats accepted (Pillow's names): what phones and browsers produce, and TIFF.
+    # Others (ICO, TGA, PCX, EPS, …) are refused from the header with 415.
+    image_formats: str = Field("JPEG,PNG,WEBP,GIF,BMP,TIFF,MPO,AVIF", min_length=1)
     # Admission: a request is refused (503, before its body is read) when the images
     # already waiting would take longer than this to run, at the measured time per image.
     max_queue_wait_s: float = Field(1.5, gt=0.0)
@@ -205,6 +208,11 @@ class Settings(BaseSettings):
     def policy(self) -> VersionPolicy:
         """Which versions of each model the repository serves."""
         return VersionPolicy.parse(self.version_policy)
+
+    @property
+    def image_format_set(self) -> frozenset[str]:
+        """``XCEPTION_IMAGE_FORMATS`` as Pillow format names."""
+        return frozenset(f.strip().upper() for f in self.image_formats.split(",") if f.strip())
 
     @property
     def url_host_set(self) -> frozenset[str]:

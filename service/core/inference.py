@@ -70,7 +70,7 @@ class InferenceService:
         self.settings = settings
         self.card = runtime.card
         self.preprocess = Preprocessor.for_card(
-            runtime.card, settings.max_pixels, settings.max_aspect_ratio
+            runtime.card, settings.max_pixels, settings.max_aspect_ratio, settings.image_format_set
         )
         self.max_batch_size, self.max_batch_delay_ms = batching_for(
             runtime.provider, settings.max_batch_size, settings.max_batch_delay_ms

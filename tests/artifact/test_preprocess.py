@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
+import subprocess
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +197,92 @@ def test_aspect_ratio_past_the_limit_is_refused(
 ) -> None:
     with pytest.raises(UnsupportedAspectRatio, match=r"20:1"):
         xception(thin_png(width, height), "thin.png")
+
+
+def test_float_grey_scales_like_the_formula_and_nan_is_zero() -> None:
+    """Float images in [0, 1] scale by 255, rounded; NaN reads 0 and +inf 255 (the strips
+    the conversion works in change nothing: a reference computed here in float64)."""
+    values = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    values[0, 0], values[0, 1], values[0, 2] = np.nan, np.inf, -np.inf
+    finite = np.nan_to_num(values.astype(np.float64), posinf=1e9, neginf=-1e9)
+    reference = np.clip(np.rint(finite * 255), 0, 255)
+    reference[0, 0] = 0
+    from artifact import images
+
+    converted = images.rgb_or_grey(Image.fromarray(values, mode="F"))
+    assert converted.mode == "L"
+    assert (np.asarray(converted) == reference.astype(np.uint8)).all()
+    small_strips = pytest.MonkeyPatch()
+    small_strips.setattr(images, "STRIP_VALUES", 64)  # many strips: the same answer
+    try:
+        assert (
+            np.asarray(images.rgb_or_grey(Image.fromarray(values, mode="F"))) == reference
+        ).all()
+    finally:
+        small_strips.undo()
+
+
+def test_grey_is_resized_as_grey_with_the_same_pixels_as_rgb(xception: Preprocessor) -> None:
+    """A grey image is resized before it becomes RGB: equal to resizing its RGB copy."""
+    grey = Image.open(io.BytesIO(image_bytes("coffee.png"))).convert("L")
+    as_grey = xception(encode(grey, "PNG"))
+    as_rgb = xception(encode(grey.convert("RGB"), "PNG"))
+    assert (as_grey == as_rgb).all()
+
+
+def rle8_bmp(width: int, height: int) -> bytes:
+    """An 8-bit RLE-compressed BMP (Pillow cannot write one): runs of 255, end of line."""
+    runs = b"".join(bytes([255, i % 256]) for i in range(width // 255))
+    row = runs + bytes([width % 255, 7]) + b"\x00\x00"
+    data = row * height + b"\x00\x01"
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    header = b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    return header + info + palette + data
+
+
+def test_formats_decoded_in_pure_python_are_refused_from_the_header() -> None:
+    started = time.process_time()
+    with pytest.raises(NotAnImage, match=r"\(bmp_rle\) decodes in pure Python"):
+        tiny(max_pixels=40_000_000)(rle8_bmp(6000, 6000), "rle.bmp")
+    assert time.process_time() - started < 0.5  # refused before any pixel is decoded
+    with pytest.raises(NotAnImage):  # small ones too: the rule is the decoder, not the size
+        tiny()(rle8_bmp(300, 8))
+
+
+def test_formats_outside_the_allow_list_are_refused() -> None:
+    only_png = dataclasses.replace(tiny(), formats=frozenset({"PNG"}))
+    with pytest.raises(NotAnImage, match="GIF images are not accepted here"):
+        only_png(encode(Image.new("RGB", (20, 10)), "GIF"), "a.gif")
+    assert only_png(encode(Image.new("RGB", (20, 10)), "PNG")).shape == (8, 8, 3)
+
+
+def test_a_large_float_tiff_costs_little_memory_and_cpu(tmp_path: Path) -> None:
+    """36 MP of float32 with NaN and inf (a 250 kB file): decoded within 300 MB of peak RSS
+    growth and 2 s of CPU (a float64 conversion once took ~1 GB and 2 s here)."""
+    values = np.zeros((6000, 6000), dtype=np.float32)
+    values[::97, ::89], values[1::101, ::83] = np.nan, np.inf
+    path = tmp_path / "float.tiff"
+    Image.fromarray(values, mode="F").save(path, "TIFF", compression="tiff_deflate")
+    script = (
+        "import resource, sys, time\n"
+        "from artifact.card import ResizePolicy\n"
+        "from artifact.preprocess import Preprocessor\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "policy = ResizePolicy(mode='crop', crop_pct=0.8975, interpolation='bicubic')\n"
+        "preprocess = Preprocessor.for_policy((299, 299), policy, 40_000_000)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "started = time.process_time()\n"
+        "preprocess(data, 'float.tiff')\n"
+        "cpu = time.process_time() - started\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((peak - before) // 1024, cpu)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    growth_mb, cpu_s = result.stdout.split()
+    assert int(growth_mb) <= 300 and float(cpu_s) <= 2.0, result.stdout

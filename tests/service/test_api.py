@@ -402,3 +402,13 @@ def test_a_content_length_of_any_digits_is_read_without_error() -> None:
     assert content_length({"headers": []}) is None
     for odd in (b"9" * 5000, "١٢".encode(), b"-1", b"1e3", b""):
         assert content_length(scope(odd)) == UNREADABLE_LENGTH
+
+
+def test_the_image_format_allow_list_reaches_the_service(exported_model: Path) -> None:
+    """XCEPTION_IMAGE_FORMATS set to a non-default value is what uploads meet: 415 naming it."""
+    with TestClient(create_app(make_settings(exported_model, image_formats="png"))) as app:
+        wait_ready(app)
+        refused = app.post("/classify", files=files(("cat.jpg", image_bytes("chelsea.jpg"))))
+        assert_envelope(refused, 415, "unsupported_media_type")
+        assert "XCEPTION_IMAGE_FORMATS: PNG" in refused.json()["error"]["message"]
+        assert app.post("/classify", files=files(("c.png", image_bytes("coffee.png")))).is_success
