@@ -15,18 +15,14 @@ from service.routes.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
     ClassifyResult,
-    ErrorResponse,
     FeaturesResponse,
     FeaturesResult,
     ModelRef,
     Prediction,
+    answers,
 )
 
-ERRORS = {
-    code: {"model": ErrorResponse}
-    for code in (400, 401, 404, 408, 413, 415, 422, 431, 499, 500, 503, 504)
-}
-router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(responses=answers(400, 404, 413, 415, 422, 499, 503, 504))
 # Predictions per image when top_k is not given (fewer when the model has fewer classes).
 DEFAULT_TOP_K = 5
 
@@ -83,7 +79,7 @@ async def features(
     )
 
 
-@router.post(EMBEDDINGS)
+@router.post(EMBEDDINGS, responses=answers(502))
 async def embeddings(
     body: EmbeddingsRequest, caller: CallerDep, settings: SettingsDep
 ) -> dict[str, Any]:

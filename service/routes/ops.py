@@ -7,9 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.repository.listing import models_listing
 from service.routes.deps import RepositoryDep, SettingsDep
-from service.routes.schemas import ModelsResponse, Status
+from service.routes.schemas import ModelsResponse, Status, answers
 
-router = APIRouter()
+router = APIRouter(responses=answers())
 
 
 @router.get("/healthz", response_model=Status)
@@ -18,7 +18,7 @@ async def healthz() -> Status:
     return Status(status="ok")
 
 
-@router.get("/readyz", response_model=Status)
+@router.get("/readyz", response_model=Status, responses=answers(503))
 async def readyz(repository: RepositoryDep) -> Status:
     """200 once every model to serve has a version loaded and warm; 503 (saying which is
     not) before, and while draining."""

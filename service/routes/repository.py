@@ -8,20 +8,23 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from service import errors
 from service.edge.routing import V2_LOAD, V2_UNLOAD
 from service.errors import ServiceError
 from service.repository.listing import repository_index
 from service.routes.deps import RepositoryDep
+from service.routes.schemas import answers, inlined
 
-router = APIRouter(tags=["Open Inference Protocol (KServe v2)"])
+router = APIRouter(tags=["Open Inference Protocol (KServe v2)"], responses=answers(422, v2=True))
+# Load and unload: control off (403), unknown model (404), no version loads (400).
+CONTROL_ANSWERS = answers(400, 403, 404, 422, v2=True)
 
 
 class IndexRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    ready: bool = Field(False, description="list only the ready versions")
+    ready: StrictBool = Field(False, description="list only the ready versions")
 
 
 class ControlRequest(BaseModel):
@@ -34,7 +37,7 @@ Body = TypeVar("Body", bound=BaseModel)
 
 def _documented(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI request body of ``model`` (optional: tritonclient may send none)."""
-    schema = model.model_json_schema()
+    schema = inlined(model.model_json_schema())
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -61,7 +64,7 @@ async def index(request: Request, repository: RepositoryDep) -> list[dict[str, s
     return repository_index(repository, ready_only)
 
 
-@router.post(V2_LOAD, openapi_extra=_documented(ControlRequest))
+@router.post(V2_LOAD, openapi_extra=_documented(ControlRequest), responses=CONTROL_ANSWERS)
 async def load(request: Request, repository: RepositoryDep, name: str) -> dict[str, Any]:
     """Load ``name`` per the version policy (new versions warm up before they take traffic,
     superseded ones drain), retrying failed versions; 400 with each version's reason if none
@@ -76,7 +79,7 @@ async def load(request: Request, repository: RepositoryDep, name: str) -> dict[s
     return {"name": name, "versions": [entry.version for entry in ready]}
 
 
-@router.post(V2_UNLOAD, openapi_extra=_documented(ControlRequest))
+@router.post(V2_UNLOAD, openapi_extra=_documented(ControlRequest), responses=CONTROL_ANSWERS)
 async def unload(request: Request, repository: RepositoryDep, name: str) -> dict[str, Any]:
     """Stop serving ``name``: every version drains (its queued requests are answered), then
     is unloaded; it stays unloaded, whatever scans find, until loaded again."""

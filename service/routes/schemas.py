@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from service.errors import REGISTRY
+
 
 class ModelRef(BaseModel):
     name: str
@@ -48,6 +50,30 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class V2ErrorResponse(BaseModel):
+    """The Open Inference Protocol's error body (every path under ``/v2``)."""
+
+    error: str
+
+
+# What any request can meet before or around its route (service.edge): a missing key, the
+# headers or body too slow or too large, a server error, the connection limit or the drain.
+EDGE_STATUSES = (401, 408, 413, 431, 500, 503)
+
+
+def answers(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses an operation can answer (besides the
+    edge's), each with its body model and the registry's codes for that status."""
+    model = V2ErrorResponse if v2 else ErrorResponse
+    return {
+        status: {
+            "model": model,
+            "description": ", ".join(e.code for e in REGISTRY if e.status == status),
+        }
+        for status in sorted({*statuses, *EDGE_STATUSES})
+    }
+
+
 class Status(BaseModel):
     status: str
     detail: str | None = None
@@ -74,7 +100,11 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                        }
                     },
                     "required": ["file"],
                 }
@@ -86,10 +116,15 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                     "properties": {
                         "images": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {
                                 "type": "object",
                                 "properties": {
-                                    "data": {"type": "string", "description": "base64 or data URI"},
+                                    "data": {
+                                        "type": "string",
+                                        "contentEncoding": "base64",
+                                        "description": "base64 or data URI",
+                                    },
                                     "filename": {"type": "string"},
                                 },
                                 "required": ["data"],
@@ -98,6 +133,63 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                     },
                     "required": ["images"],
                 }
+            },
+        },
+    }
+}
+
+
+class V2Tensor(BaseModel):
+    """One input tensor: ``data`` in JSON, or ``parameters.binary_data_size`` bytes of the
+    binary section that follows the JSON header (``Inference-Header-Content-Length``)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None  # binary_data, classification
+
+
+class V2InferRequest(BaseModel):
+    """``POST /v2/models/{name}[/versions/{version}]/infer`` (service.protocols.v2)."""
+
+    id: str | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None  # binary_data_output, timeout (µs)
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` written in place (a schema embedded in one
+    operation cannot point at ``#/$defs``)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return dict(resolve(schema))
+
+
+# The route reads the body itself (JSON, or JSON + binary tensors): the schema says so here.
+INFER_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inlined(V2InferRequest.model_json_schema())},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "the JSON header, then the binary tensor data",
             },
         },
     }

@@ -18,8 +18,12 @@ from service.edge.routing import V2_INFER, V2_MODEL, V2_MODEL_VERSION, V2_READY
 from service.protocols.v2 import infer, model_metadata
 from service.protocols.v2_codec import HEADER_LENGTH
 from service.routes.deps import CallerDep, PathServedDep, RepositoryDep
+from service.routes.schemas import INFER_REQUEST_BODY, answers
 
-router = APIRouter(tags=["Open Inference Protocol (KServe v2)"])
+router = APIRouter(tags=["Open Inference Protocol (KServe v2)"], responses=answers(v2=True))
+# A model's endpoints: the model not served (404), loading (503), a bad name (422).
+MODEL_ANSWERS = answers(404, 422, 503, v2=True)
+INFER_ANSWERS = answers(400, 404, 413, 415, 422, 499, 503, 504, v2=True)
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 # {version} in the versioned paths: documented here (the gate read it; no route needs it).
 VERSION_PARAMETER = {
@@ -35,13 +39,22 @@ VERSION_PARAMETER = {
 }
 
 
-def for_both_model_paths(method: str, suffix: str = "") -> Callable[[Any], Any]:
+def for_both_model_paths(
+    method: str, suffix: str = "", extra: dict[str, Any] | None = None
+) -> Callable[[Any], Any]:
     """Register an endpoint at the model path and at the model version path."""
+    responses = INFER_ANSWERS if suffix == V2_INFER else MODEL_ANSWERS
 
     def register(endpoint: Any) -> Any:
-        router.add_api_route(V2_MODEL + suffix, endpoint, methods=[method])
         router.add_api_route(
-            V2_MODEL_VERSION + suffix, endpoint, methods=[method], openapi_extra=VERSION_PARAMETER
+            V2_MODEL + suffix, endpoint, methods=[method], responses=responses, openapi_extra=extra
+        )
+        router.add_api_route(
+            V2_MODEL_VERSION + suffix,
+            endpoint,
+            methods=[method],
+            responses=responses,
+            openapi_extra={**(extra or {}), **VERSION_PARAMETER},
         )
         return endpoint
 
@@ -60,7 +73,7 @@ async def live() -> dict[str, Any]:
     return {"live": True}
 
 
-@router.get("/v2/health/ready")
+@router.get("/v2/health/ready", responses=answers(503, v2=True))
 async def ready(repository: RepositoryDep) -> dict[str, Any]:
     """200 once every model to serve is warm; 503 before and while draining."""
     repository.require_ready()
@@ -82,7 +95,7 @@ async def model_ready(service: PathServedDep) -> dict[str, Any]:
     return {"name": service.card.name, "ready": True}
 
 
-@for_both_model_paths("POST", V2_INFER)
+@for_both_model_paths("POST", V2_INFER, INFER_REQUEST_BODY)
 async def infer_endpoint(request: Request, service: PathServedDep, caller: CallerDep) -> Response:
     """JSON tensors or the binary tensor extension; see service.protocols.v2 for the tensors."""
     body = await request.body()
