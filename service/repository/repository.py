@@ -49,6 +49,7 @@ class ModelRepository:
         self.held: set[str] = set()  # unloaded on request: scans leave them alone until loaded
         self.found: Found = {}
         self.scanned = False
+        self.scan_error: str | None = None  # why the last scan failed (readiness says it)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.run_lock = threading.Lock()
         # Scans, sessions and batchers run on this thread, started now: the threads they create
@@ -232,6 +233,8 @@ class ModelRepository:
         if self.drain.draining:
             return "shutting down"
         if not self.scanned:
+            if self.scan_error is not None:
+                return f"the models cannot be read: {self.scan_error}"
             return "loading the model repository"
         wanted = sorted(name for name in self.found if name not in self.held)
         if not wanted:
@@ -258,7 +261,11 @@ class ModelRepository:
         while True:
             try:
                 await self.reconcile()
-            except Exception:  # an unreadable folder must not end serving or polling
+                self.scan_error = None
+            except Exception as exc:  # an unreadable folder must not end serving or polling
+                self.scan_error = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                )
                 logger.exception("repository scan failed")
             if interval_s <= 0:
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,21 @@ def test_pyproject_admits_only_the_tested_uvicorn() -> None:
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     wanted = f"uvicorn[standard]>={major}.{minor},<{major}.{minor + 1}"
     assert wanted in project["project"]["dependencies"]
+
+
+def test_a_model_that_cannot_load_is_what_readiness_says(tmp_path: Path) -> None:
+    """The app without the CLI's pre-check (embedded, or in tests): a single model that does
+    not load keeps /readyz at 503 naming the file, never 'loading' for ever."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.config import Settings
+
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a protobuf")
+    with TestClient(create_app(Settings(model=fake, device="cpu"))) as app:
+        deadline = time.monotonic() + 30
+        while "cannot be read" not in (answer := app.get("/readyz")).text:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.05)
+        assert answer.status_code == 503 and str(fake) in answer.json()["error"]["message"]
