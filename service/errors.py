@@ -32,7 +32,8 @@ EMPTY_FILE = ErrorCode(400, "empty_file", "an empty `file` part")
 HTTP_ERROR = ErrorCode(
     400,
     "http_error",
-    "a malformed multipart body (e.g. a part over the parser's 1 MB field limit)",
+    "bytes that are not HTTP/1.1 (a control character in a header, broken framing), or a "
+    "malformed multipart body (e.g. a part over the parser's 1 MB field limit)",
 )
 INVALID_IMAGE_REFERENCE = ErrorCode(
     400,

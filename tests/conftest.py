@@ -13,6 +13,13 @@ import pytest
 EXPORT_SEED = 0
 
 
+def pytest_report_header() -> str:
+    """The fuzzers' seed for this run (tests/fuzz/conftest.py), in the header of every run."""
+    from tests.fuzz.conftest import SEED
+
+    return f"fuzz seed: {SEED} (replay with FUZZ_SEED={SEED})"
+
+
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder ``<tmp>/xception/1`` holding model.onnx + model.json of a random-weights export."""

@@ -35,7 +35,7 @@ TESTED_UVICORN = (0, 54)
 # The methods of uvicorn's httptools protocol that EdgeProtocol overrides or calls.
 UVICORN_HOOKS = (
     "connection_made", "connection_lost", "data_received", "on_message_begin",
-    "on_headers_complete", "_start_asgi_task",
+    "on_headers_complete", "_start_asgi_task", "send_400_response",
 )  # fmt: skip
 
 
@@ -108,6 +108,11 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._disarm_header_timer()
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools refused the bytes (a control character in a header, broken framing):
+        # uvicorn answers text/plain; keep every answer in the envelope.
+        self._refuse(errors.HTTP_ERROR, f"not a valid HTTP/1.1 request ({msg.rstrip('.')})")
 
     def _start_asgi_task(self, cycle: Any, app: ASGIApp) -> None:
         # uvicorn's limit_concurrency answers text/plain; keep every answer in the envelope.

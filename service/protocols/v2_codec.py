@@ -102,10 +102,18 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(
         id=None if request_id is None else str(request_id),
         inputs=inputs,
-        outputs=[_output(_object(o, "outputs[]")) for o in header.get("outputs") or []],
+        outputs=[_output(_object(o, "outputs[]")) for o in _list(header.get("outputs"))],
         binary_outputs=bool(parameters.get("binary_data_output", False)),
         timeout_s=None if timeout is None else timeout / 1e6,
     )
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(f"'outputs' must be a JSON list, got {type(value).__name__}")
+    return value
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

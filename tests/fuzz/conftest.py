@@ -19,10 +19,6 @@ from tests.service.conftest import live_service
 SEED = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**31))
 
 
-def pytest_report_header() -> str:
-    return f"fuzz seed: {SEED} (replay with FUZZ_SEED={SEED})"
-
-
 @pytest.fixture(scope="session")
 def default_service(exported_model: Path) -> Iterator[ServiceProcess]:
     """``xception-serve`` with the defaults a quick start gets (the CPU chosen explicitly)."""

@@ -250,3 +250,22 @@ def test_sigterm_cuts_off_a_stalled_upload_with_the_envelope(exported_model: Pat
         assert "Traceback" not in output, output
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v2/models/xception/infer HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n",
+    ],
+    ids=["control-character-in-a-header", "two-lengths", "tls-hello"],
+)
+def test_bytes_that_are_not_http_get_400_in_the_envelope(edge: ServiceProcess, raw: bytes) -> None:
+    """Found by the fuzzer: what the HTTP parser refuses was uvicorn's text/plain 400."""
+    with connect(edge) as sock:
+        sock.sendall(raw)
+        status, headers, body = read_answer(sock)
+        assert status == 400 and headers["content-type"] == "application/json"
+        assert body["error"]["code"] == "http_error"
+        assert_closed(sock)

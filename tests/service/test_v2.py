@@ -276,9 +276,11 @@ PIXELS = {"name": "image", "datatype": "UINT8", "shape": [1, 299, 299, 3]}
         _raw({"inputs": [{**PIXELS, "shape": [0, 299, 299, 3], "data": []}]}),  # zero images
         _raw({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [0], "data": []}]}),
         _raw({"inputs": [{**PIXELS, "shape": [True, 299, 299, 3], "data": [0] * 268203}]}),
+        _raw({"inputs": [], "outputs": 4.0752010928371096e16}),  # found by Schemathesis: a 500
     ],
     ids=["superscript-length", "long-length", "deep-json", "huge-int", "float-overflow",
-         "bool-timeout", "bool-size", "zero-pixels", "zero-bytes", "bool-dimension"],
+         "bool-timeout", "bool-size", "zero-pixels", "zero-bytes", "bool-dimension",
+         "outputs-a-number"],
 )  # fmt: skip
 def test_numbers_and_structure_of_any_kind_are_400(
     server: ServiceProcess, body: bytes, headers: dict
