@@ -9,6 +9,8 @@ Every request passes here before any of its body is read:
 3. **admit**, for a request that names a model: not while draining, the version resolved
    (ready, or 503 ``not_ready`` / 404 ``model_not_found``) and leased, and — for inference —
    a ticket from the version's admission control (503 ``overloaded`` with ``Retry-After``);
+   A client that comes back before the ``Retry-After`` of its last refusal is first held until
+   then, unread (:mod:`service.edge.pacing`);
 4. hand the request on with its :class:`Passage` in the scope's state, where the routes'
    dependencies, the protocols and the metrics read which version serves it;
 5. release the lease and the ticket, in one place, once the response is sent.
@@ -30,6 +32,7 @@ from service.core.inference import InferenceService
 from service.edge.auth import Access
 from service.edge.envelope import error_response
 from service.edge.limits import content_length
+from service.edge.pacing import RetryAfterPacing
 from service.edge.routing import Names, Route, route_of
 from service.errors import ServiceError
 from service.repository.repository import ModelRepository
@@ -109,6 +112,7 @@ class RequestGate:
         self.app = app
         self.repository = repository  # created in the app's lifespan, after this middleware
         self.access = Access(settings)
+        self.pacing = RetryAfterPacing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,11 +121,18 @@ class RequestGate:
         route = route_of(scope)
         try:
             self.access.check(route, scope)
+            if route.inference:
+                # Came back before its Retry-After: wait it out (ends early if the drain starts).
+                await self.pacing.hold(scope, self.repository().drain.event)
             passage = self._admit(route, scope)
         except ServiceError as refusal:
+            if refusal.error is errors.OVERLOADED:
+                self.pacing.refused(scope, refusal.retry_after_s)
             response = error_response(refusal, close=_costly_to_skip(scope), path=scope["path"])
             await response(scope, receive, send)
             return
+        if route.inference:
+            self.pacing.admitted(scope)
         if passage is None:  # no model serves it: nothing to hold
             await self.app(scope, receive, send)
             return

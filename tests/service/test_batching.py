@@ -365,3 +365,30 @@ def test_batcher_close_runs_what_is_queued() -> None:
             batcher.submit(images[:1], asyncio.get_running_loop().time() + 30)
 
     asyncio.run(scenario())
+
+
+def test_a_client_back_before_its_retry_after_is_held_until_then() -> None:
+    """Retry-After enforced per connection: a request on a connection refused with
+    Retry-After: 1 that comes back at once is held (unread) for that second; another
+    connection, or the same one once admitted, is not held."""
+    from service.edge.pacing import RetryAfterPacing
+
+    async def scenario() -> None:
+        pacing, stop = RetryAfterPacing(), asyncio.Event()
+        eager = {"client": ("10.0.0.1", 5001)}
+        other = {"client": ("10.0.0.1", 5002)}
+        pacing.refused(eager, 1)
+        started = time.monotonic()
+        assert await pacing.hold(other, stop) == 0.0  # another connection: never held
+        assert time.monotonic() - started < 0.1
+        held = await pacing.hold(eager, stop)
+        assert 0.9 <= held <= 1.0 and time.monotonic() - started >= 0.9
+        pacing.admitted(eager)
+        assert await pacing.hold(eager, stop) == 0.0
+        pacing.refused(eager, 1)
+        stop.set()  # the drain: nobody is held through it
+        started = time.monotonic()
+        await pacing.hold(eager, stop)
+        assert time.monotonic() - started < 0.1
+
+    asyncio.run(scenario())
