@@ -163,9 +163,12 @@ def rgb_or_grey(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _to_8bit_gray(image)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        # Onto white, pasted through its own alpha: one RGB picture beside the decoded one
+        # (an RGBA background and alpha_composite took four full-size copies of a 40 MP PNG).
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba)
+        return background
     return image.convert("RGB")
 
 

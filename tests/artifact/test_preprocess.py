@@ -286,3 +286,20 @@ def test_a_large_float_tiff_costs_little_memory_and_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     growth_mb, cpu_s = result.stdout.split()
     assert int(growth_mb) <= 300 and float(cpu_s) <= 2.0, result.stdout
+
+
+def test_transparency_is_composited_on_white_exactly_as_pillow_composites() -> None:
+    """Every alpha level of a gradient: the same pixels as Pillow's alpha_composite onto an
+    opaque white RGBA background (the reference; ours pastes through the alpha, one copy)."""
+    from artifact.images import to_rgb
+
+    values = np.zeros((16, 256, 4), dtype=np.uint8)
+    values[..., :3] = (200, 30, 90)
+    values[..., 3] = np.arange(256, dtype=np.uint8)
+    image = Image.fromarray(values, "RGBA")
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    reference = Image.alpha_composite(white, image).convert("RGB")
+    assert (np.asarray(to_rgb(image)) == np.asarray(reference)).all()
+    grey = Image.fromarray(values[..., [0, 3]].copy(), "LA")
+    grey_reference = Image.alpha_composite(white, grey.convert("RGBA")).convert("RGB")
+    assert (np.asarray(to_rgb(grey)) == np.asarray(grey_reference)).all()
