@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -54,11 +55,14 @@ class ServiceProcess:
         env.update(XCEPTION_HOST="127.0.0.1", XCEPTION_PORT=str(self.port))
         if model is not None:
             env["XCEPTION_MODEL"] = str(model)
+        # The log goes to a file, never to an unread pipe: a full pipe (64 kB of warnings
+        # under a storm) would block the server on its next log line.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as this object)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             text=True,
         )
         self.rss_samples: list[float] = []
@@ -68,7 +72,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"service exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"service exited: {self.logged()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
@@ -90,6 +94,12 @@ class ServiceProcess:
                 time.sleep(every_s)
 
         threading.Thread(target=sample, daemon=True).start()
+
+    def logged(self) -> str:
+        """Everything the server has written to stderr so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> int | None:
         self._sampling = False

@@ -170,7 +170,7 @@ def test_graceful_shutdown_drains_in_flight_requests(exported_model: Path) -> No
         assert all(len(r.json()["results"]) == 6 for r in responses)
         # uvicorn re-raises the SIGTERM it handled once the drain is done (a clean exit).
         assert live.process.wait(60) in (0, -signal.SIGTERM)
-        output = live.process.stderr.read()  # type: ignore[union-attr]
+        output = live.logged()
         assert "Traceback" not in output and "ERROR" not in output, output
     finally:
         live.stop()

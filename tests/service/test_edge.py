@@ -50,7 +50,7 @@ def edge(exported_model: Path) -> Iterator[ServiceProcess]:
         # whichever of them ran).
         live.process.send_signal(signal.SIGTERM)
         live.process.wait(30)
-        output = live.process.stderr.read()  # type: ignore[union-attr]
+        output = live.logged()
         assert "Traceback" not in output and "Exception in ASGI" not in output, output
     finally:
         live.stop()
@@ -246,7 +246,7 @@ def test_sigterm_cuts_off_a_stalled_upload_with_the_envelope(exported_model: Pat
             assert headers["connection"] == "close"
         assert live.process.wait(30) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 8
-        output = live.process.stderr.read()  # type: ignore[union-attr]
+        output = live.logged()
         assert "Traceback" not in output, output
     finally:
         live.stop()

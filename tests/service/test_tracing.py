@@ -49,7 +49,7 @@ def test_json_logs_carry_the_request_id(exported_model: Path) -> None:
         client.infer("xception", [tensor], request_id="v2-id-7")
         live.process.send_signal(signal.SIGTERM)
         live.process.wait(30)
-        output = live.process.stderr.read()  # type: ignore[union-attr]
+        output = live.logged()
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= r.keys() for r in records)
     access = {r["request_id"]: r["message"] for r in records if r["logger"] == "uvicorn.access"}
