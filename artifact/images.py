@@ -183,8 +183,7 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     strips = [(top, min(height, top + rows)) for top in range(0, height, rows)]
 
     def strip(top: int, bottom: int) -> np.ndarray:
-        values = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32)
-        return np.nan_to_num(values, nan=0.0, posinf=np.inf, neginf=-np.inf)
+        return np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32)
 
     finite = [
         float(values[np.isfinite(values)].max(initial=-np.inf))
@@ -194,7 +193,8 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     scale = 255.0 if image.mode == "F" and largest <= 1.0 else 1 / 257 if largest > 255 else 1.0
     out = np.empty((height, width), dtype=np.uint8)
     for top, bottom in strips:
-        values = strip(top, bottom)
+        values = np.array(strip(top, bottom))  # a writable copy: Pillow's buffer is read-only
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)  # inf: clipped
         values *= scale
         np.rint(values, out=values)
         np.clip(values, 0, 255, out=values)
