@@ -24,7 +24,7 @@ reference="${4:-}"
 here="$(cd "$(dirname "$0")" && pwd)"
 photo="$here/../../tests/data/chelsea.jpg"
 drain_s=20
-buildah=(buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}")
+buildah=(buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}" ${BUILDAH_ROOT:+--root "$BUILDAH_ROOT"})
 run=("${buildah[@]}" run --isolation "${BUILDAH_ISOLATION:-chroot}" --network host)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -13,7 +13,7 @@ set -euo pipefail
 
 image="${1:?usage: standin-base.sh IMAGE_NAME}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-storage=(--storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}")
+storage=(--storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}" ${BUILDAH_ROOT:+--root "$BUILDAH_ROOT"})
 
 work="$(mktemp -d)"
 ctr=""
