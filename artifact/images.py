@@ -21,6 +21,7 @@ from artifact.errors import (
     UndecodableImage,
     UnsupportedAspectRatio,
 )
+from artifact.transparency import is_transparent, on_white
 
 # Values per strip when converting a 16/32-bit grey image (4 MB of float32 at a time).
 STRIP_VALUES = 1 << 20
@@ -122,14 +123,16 @@ def oriented_rgb(image: Image.Image) -> Image.Image:
 
 
 def oriented(image: Image.Image) -> Image.Image:
-    """First frame, EXIF orientation applied, as RGB or — for grey images — L.
+    """First frame, EXIF orientation applied, as RGB, L for grey images, or as decoded when
+    transparent.
 
-    Grey stays one channel so that callers can resize before making it RGB (the same
-    pixels: each channel resizes alike, at a third of the memory). The orientation is
-    applied in place: no copy of a picture that needs no turning."""
+    Grey stays one channel and transparency stays unflattened so that callers can resize
+    before making it RGB (the same pixels, at a fraction of the memory:
+    :func:`artifact.transparency.resized_on_white`). The orientation is applied in place:
+    no copy of a picture that needs no turning."""
     image.seek(0)  # animated GIF/WebP/APNG: the first frame
     ImageOps.exif_transpose(image, in_place=True)
-    return rgb_or_grey(image)
+    return rgb_grey_or_transparent(image)
 
 
 def load_rgb(path: Path, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
@@ -150,25 +153,19 @@ def sniff_format(data: bytes) -> str | None:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB; transparency is composited on white, 16-bit scaled to 8."""
-    image = rgb_or_grey(image)
+    image = rgb_grey_or_transparent(image)
+    if is_transparent(image):
+        return on_white(image)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def rgb_or_grey(image: Image.Image) -> Image.Image:
-    """Any Pillow mode → RGB, or L for grey ones (8-bit, 16-bit and float grey)."""
-    if image.mode in ("RGB", "L"):
+def rgb_grey_or_transparent(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB, L for grey ones (8-bit, 16-bit and float grey), or — when it
+    has transparency — itself, to be composited on white (:mod:`artifact.transparency`)."""
+    if image.mode in ("RGB", "L") or is_transparent(image):
         return image
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _to_8bit_gray(image)
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        # Onto white, pasted through its own alpha: one RGB picture beside the decoded one
-        # (an RGBA background and alpha_composite took four full-size copies of a 40 MP PNG).
-        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba)
-        return background
     return image.convert("RGB")
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from artifact.card import ModelCard, ResizePolicy
 from artifact.errors import UndecodableImage
 from artifact.images import open_image, oriented
+from artifact.transparency import is_transparent, resized_on_white
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -113,15 +114,17 @@ class Preprocessor:
             # resize needs: decoding a 12 MP photo for a 333 px target is 10× cheaper. The
             # only place our pixels may differ from timm's (which decodes in full).
             image.draft("RGB", self.scale_size[::-1])
-        picture = self.resize(oriented(image))  # grey is resized as L, then made RGB
+        # Grey is resized as L, then made RGB; transparency is flattened band by band.
+        picture = self.resize(oriented(image))
         return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))
 
     def resize(self, image: Image.Image) -> Image.Image:
-        """An RGB picture → the model's H×W, as timm's eval transform for this mode."""
+        """An RGB, grey or transparent picture → the model's H×W, as timm's eval transform
+        for this mode."""
         if self.mode == "squash":
             # Each edge to the scale size (aspect ratio not kept), then the centre crop.
             height, width = self.scale_size
-            return _centre_crop(image.resize((width, height), self.resample), self.input_size)
+            return _centre_crop(self._resized(image, (width, height)), self.input_size)
         if self.mode == "border":
             # The longer edge to the scale size, then crop or pad (mean colour) to H×W.
             resized = self._keep_ratio(image, longest=True)
@@ -134,8 +137,7 @@ class Preprocessor:
                 size = (target, int(target * height / width))
             else:
                 size = (int(target * width / height), target)
-            if size != image.size:
-                image = image.resize(size, self.resample)
+            image = self._resized(image, size)
         else:
             image = self._keep_ratio(image, longest=False)
         return _centre_crop(image, self.input_size)
@@ -146,6 +148,12 @@ class Preprocessor:
         ratio_h, ratio_w = height / self.scale_size[0], width / self.scale_size[1]
         ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
         size = (round(width / ratio), round(height / ratio))
+        return self._resized(image, size)
+
+    def _resized(self, image: Image.Image, size: tuple[int, int]) -> Image.Image:
+        """Every resize: a transparent picture comes back composited on white (RGB)."""
+        if is_transparent(image):
+            return resized_on_white(image, size, self.resample)
         return image if size == image.size else image.resize(size, self.resample)
 
 
