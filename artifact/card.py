@@ -18,7 +18,8 @@ METADATA_CARD_KEY = "model_card"
 METADATA_LABELS_KEY = "labels"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "features")
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "int8", "bf16"]
+Engine = Literal["onnxruntime", "openvino"]
 
 
 class ResizePolicy(BaseModel):
@@ -56,8 +57,12 @@ class ModelCard(BaseModel):
     num_features: int = Field(gt=0)
     labels: list[str]
     precision: Precision = "fp32"
+    # Which engine runs the file, at which inference precision: bf16 cards carry the fp32
+    # graph and ask OpenVINO to run it in bf16 (ONNX Runtime's CPU provider has no bf16).
+    engine: Engine = "onnxruntime"
+    inference_precision: Literal["fp32", "bf16"] = "fp32"
     metrics: dict[str, Any] | None = None
-    # fp16/int8 only: agreement with the fp32 model it was made from, on real images.
+    # fp16/int8/bf16 only: agreement with the fp32 model it was made from, on real images.
     precision_check: dict[str, Any] | None = None
     num_params: int | None = None
     opset: int | None = None

@@ -1,4 +1,9 @@
-"""The ONNX Runtime session: load the model and its card, pick the provider, warm up.
+"""The engine that runs a model: ONNX Runtime (CUDA or CPU) or OpenVINO (CPU, bf16).
+
+:class:`ModelRuntime` is what every caller holds (the service, the bulk tools, the export's
+checks): it loads the file and its card, picks the engine — the card's ``engine`` unless
+``engine`` forces one — and runs batches. OpenVINO lives in
+:mod:`artifact.openvino_engine` and is imported only when a model runs on it.
 
 Provider choice: ``auto`` asks the CUDA driver directly whether a GPU exists before
 asking ONNX Runtime for the CUDA EP, so a CPU host logs one calm line instead of the
@@ -22,6 +27,8 @@ import onnxruntime as ort
 
 from artifact.card import INPUT_NAME, METADATA_CARD_KEY, OUTPUT_NAMES, ModelCard
 from artifact.errors import ModelLoadError
+
+EngineChoice = Literal["auto", "onnxruntime", "openvino"]
 
 logger = logging.getLogger("artifact.runtime")
 
@@ -66,7 +73,7 @@ def card_of(session: ort.InferenceSession, path: Path) -> ModelCard:
 
 
 class ModelRuntime:
-    """One ORT session over a self-describing model; :meth:`run` is thread-safe."""
+    """One model on one engine; :meth:`run` is thread-safe."""
 
     def __init__(
         self,
@@ -75,16 +82,48 @@ class ModelRuntime:
         intra_op_threads: int | None = None,
         spinning: bool = False,
         card: ModelCard | None = None,
+        engine: EngineChoice = "auto",
     ) -> None:
         """``intra_op_threads``: default, every core this process may use (the service sets
         its own); ``card``: the card of a model being exported (not yet embedded in the
-        file) — by default the card is read from the file's metadata."""
-        intra_op_threads = intra_op_threads or available_cores()
+        file) — by default the card is read from the file's metadata; ``engine``: ``auto``
+        runs the card's engine, the others force one for any card."""
         self.path = path
+        self._threads = intra_op_threads or available_cores()
+        self.session: ort.InferenceSession | None = None
+        wanted = engine if engine != "auto" else (card.engine if card else None)
+        if wanted == "openvino":
+            self._open_openvino(device, card)
+            return
+        self._open_onnxruntime(device, spinning, card)
+        if engine == "auto" and self.card.engine == "openvino":
+            # The card asks for OpenVINO: the ORT session only served to read it.
+            self.session = None
+            self._open_openvino(device, self.card)
+        elif self.card.inference_precision != "fp32":
+            logger.warning(
+                "%s is a %s model for OpenVINO; XCEPTION_ENGINE=onnxruntime runs it in fp32 "
+                "(the same answers, at fp32 speed)", path, self.card.precision,
+            )  # fmt: skip
+
+    def _open_openvino(self, device: str, card: ModelCard | None) -> None:
+        from artifact.openvino_engine import OpenVinoEngine
+
+        if device == "cuda":
+            raise ModelLoadError(
+                f"{self.path}: OpenVINO runs on the CPU here, and XCEPTION_DEVICE=cuda asks for "
+                "the GPU: use XCEPTION_ENGINE=onnxruntime (and an fp32 or fp16 model)"
+            )
+        engine = OpenVinoEngine(self.path, self._threads, card)
+        self.card, self.provider, self._run = engine.card, engine.provider, engine.run
+        self._loaded()
+
+    def _open_onnxruntime(self, device: str, spinning: bool, card: ModelCard | None) -> None:
+        path = self.path
         providers = self._providers(device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = self._threads
         # Memory patterns are planned per input shape; the batcher makes many batch sizes,
         # and mixing their patterns fragments the arena (RSS +45% under load, measured).
         # Without them: RSS flat after warm-up, and no slower (bench/, README "Speed").
@@ -112,10 +151,15 @@ class ModelRuntime:
                 "XCEPTION_DEVICE=cuda but ONNX Runtime could not create the CUDA execution "
                 "provider (see its log above: CUDA 13 / cuDNN 9 libraries?)"
             )
-        self._check_signature()
+        self._check_signature(self.session)
+        self._run = self._run_onnxruntime
+        if self.card.engine == "onnxruntime":
+            self._loaded()
+
+    def _loaded(self) -> None:
         logger.info(
             "loaded %s (%s, %s) on %s, %d intra-op threads",
-            path, self.card.arch, self.card.precision, self.provider, intra_op_threads,
+            self.path, self.card.arch, self.card.precision, self.provider, self._threads,
         )  # fmt: skip
 
     @staticmethod
@@ -142,9 +186,9 @@ class ModelRuntime:
             ort.preload_dlls()
         return [CUDA_EP, CPU_EP]
 
-    def _check_signature(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
+    def _check_signature(self, session: ort.InferenceSession) -> None:
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
         if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
             raise ModelLoadError(
                 f"{self.path}: inputs {inputs} / outputs {outputs} are not the serving contract "
@@ -153,6 +197,10 @@ class ModelRuntime:
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, 3] → (probabilities [N, C], features [N, D])."""
+        return self._run(images)
+
+    def _run_onnxruntime(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.session is not None
         probabilities, features = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         return probabilities, features
 

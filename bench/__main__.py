@@ -1,14 +1,21 @@
-"""``python -m bench [overload|soak|bulk|edge] …``: throughput (:mod:`bench.run`, the default),
-overload (:mod:`bench.overload`), soak (:mod:`bench.soak`), bulk inference on Ray
-(:mod:`bench.bulk`) or the request path's own CPU cost (:mod:`bench.edge`)."""
+"""``python -m bench [overload|soak|bulk|edge|engines] …``: throughput (:mod:`bench.run`, the
+default), overload (:mod:`bench.overload`), soak (:mod:`bench.soak`), bulk inference on Ray
+(:mod:`bench.bulk`), the request path's own CPU cost (:mod:`bench.edge`) or the same model
+on ONNX Runtime and OpenVINO (:mod:`bench.engines`)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import bulk, edge, overload, run, soak
+from bench import bulk, edge, engines, overload, run, soak
 
-COMMANDS = {"overload": overload.main, "soak": soak.main, "bulk": bulk.main, "edge": edge.main}
+COMMANDS = {
+    "overload": overload.main,
+    "soak": soak.main,
+    "bulk": bulk.main,
+    "edge": edge.main,
+    "engines": engines.main,
+}
 
 argv = sys.argv[1:]
 if argv and argv[0] in COMMANDS:

@@ -52,8 +52,15 @@ def cpu_facts() -> tuple[str, list[str]]:
 
 
 def machine() -> dict[str, Any]:
-    """When and where the benchmark ran: the CPU, its flags, the engine's version."""
+    """When and where the benchmark ran: the CPU, its flags, the engines' versions."""
     import onnxruntime
+
+    try:
+        import openvino
+
+        openvino_version = openvino.__version__.split("-")[0]
+    except ImportError:
+        openvino_version = None
 
     cpu, flags = cpu_facts()
     return {
@@ -63,6 +70,7 @@ def machine() -> dict[str, Any]:
         "cores": available_cores(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino_version,
     }
 
 

@@ -175,6 +175,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"### {model['arch']} {model['precision']} on {results['provider']} "
         f"({machine['cores']} cores; {results['created_at']})",
         "",
+        f"CPU: {machine['cpu']} (flags: {', '.join(machine['cpu_flags']) or '–'}); "
+        f"ONNX Runtime {machine['onnxruntime']}, OpenVINO {machine.get('openvino') or '–'}.",
+        "",
         f"Decode + resize: {results['decode']['ms_mean']:.1f} ms per image (mean over sizes: "
         + ", ".join(f"{s} {v:.1f}" for s, v in results["decode"]["ms_per_image"].items())
         + ").",

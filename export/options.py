@@ -155,14 +155,18 @@ class ExportOptions:
     precision: Precision = field(
         default="fp32",
         metadata=cli(
-            "--precision", "model precision", choices=("fp32", "fp16", "int8"), group="precision"
+            "--precision",
+            "model precision (bf16: the fp32 file run by OpenVINO in bf16, on CPUs with "
+            "AVX512_BF16 or AMX)",
+            choices=("fp32", "fp16", "int8", "bf16"),
+            group="precision",
         ),
     )
     calibration: Path | None = field(
         default=None,
         metadata=cli(
             "--calibration",
-            "real images to calibrate int8 and to verify fp16/int8 against fp32 "
+            "real images to calibrate int8 and to verify fp16/int8/bf16 against fp32 "
             "(default: the --data folder)",
             metavar="DIR",
             type=Path,

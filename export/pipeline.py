@@ -32,7 +32,12 @@ from export.finetune.report import FineTuneReport, evaluate, write_report
 from export.onnx.parity import check_parity
 from export.onnx.writer import embed_card, export_onnx
 from export.options import ExportOptions
-from export.precision import calibration_images, make_variant
+from export.precision import (
+    calibration_images,
+    check_bf16_possible,
+    make_variant,
+    variant_card,
+)
 from export.progress import Steps
 
 
@@ -73,6 +78,8 @@ def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCar
     dataset, labels = _dataset_and_labels(options)
     head_classes = len(labels) if labels and dataset is None else None
     check_weights(options.arch, options.weights, head_classes)
+    if options.precision == "bf16":
+        check_bf16_possible()  # this CPU and OpenVINO, before minutes of work
     planned = plan(options)
     # Each step prints one progress line pair, or ``lines`` of its own; publishing adds one.
     steps = steps or Steps(total=sum(lines or 1 for _, _, lines in planned) + 1)
@@ -181,7 +188,7 @@ def _variant(job: Export, info: dict[str, str]) -> None:
         options.precision, job.onnx_path, card, images,
         options.min_top1_agreement, options.min_cosine,
     )  # fmt: skip
-    job.card = card.model_copy(update={"precision": options.precision, "precision_check": check})
+    job.card = variant_card(card, options.precision).model_copy(update={"precision_check": check})
     info["detail"] = (
         f"top-1 agreement {check['top1_agreement']:.3f}, feature cosine mean "
         f"{check['cosine_mean']:.4f} (min {check['cosine_min']:.4f}) on "
@@ -241,6 +248,7 @@ def _dataset_and_labels(options: ExportOptions) -> tuple[Dataset | None, list[st
 def _calibration_folder(options: ExportOptions) -> Path | None:
     if options.precision == "fp32":
         return None
+
     folder = options.calibration or (options.train.data if options.train else None)
     if folder is None:
         raise ExportError(

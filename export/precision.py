@@ -5,8 +5,10 @@
   on Conv/Gemm/MatMul, calibrated on real images. For the CPU execution provider.
 - ``fp16``: weights and activations in float16 for the CUDA execution provider; the
   uint8 ``image`` input and the float32 outputs stay as they are at the graph boundary.
+- ``bf16``: the fp32 file itself, run by OpenVINO at bf16 inference precision on CPUs with
+  AVX512_BF16 or AMX (ONNX Runtime's CPU provider has no bf16): only the card changes.
 
-Both are compared with the fp32 file on the same images: top-1 agreement and the cosine
+All three are compared with the fp32 file on the same images: top-1 agreement and the cosine
 similarity of the feature vectors. The export fails below the thresholds.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 import onnx
 
 from artifact.batches import pixel_batches
-from artifact.card import INPUT_NAME, ModelCard
+from artifact.card import INPUT_NAME, ModelCard, Precision
 from artifact.images import list_images
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
@@ -99,11 +101,14 @@ def convert_fp16(fp32: Path, out: Path) -> None:
     onnx.save(converted, str(out))
 
 
-def compare(fp32: Path, variant: Path, images: np.ndarray, card: ModelCard) -> dict[str, Any]:
+def compare(
+    fp32: Path, variant: Path, images: np.ndarray, card: ModelCard, variant_card: ModelCard
+) -> dict[str, Any]:
     """Top-1 agreement and feature cosine similarity of ``variant`` vs ``fp32`` on ``images``
-    (the reference on the CPU; the variant where it will be served: the GPU when present)."""
+    (the reference on the CPU with ONNX Runtime; the variant where and how it will be served:
+    the GPU when present, the engine its card names)."""
     reference = ModelRuntime(fp32, "cpu", card=card)
-    candidate = ModelRuntime(variant, "auto", card=card)
+    candidate = ModelRuntime(variant, "auto", card=variant_card)
     agree, cosines = [], []
     for start in range(0, len(images), CALIBRATION_BATCH):
         batch = images[start : start + CALIBRATION_BATCH]
@@ -122,29 +127,54 @@ def compare(fp32: Path, variant: Path, images: np.ndarray, card: ModelCard) -> d
     }
 
 
+def variant_card(card: ModelCard, precision: Precision) -> ModelCard:
+    """The card of ``card``'s model at ``precision``: bf16 also names its engine."""
+    update: dict[str, Any] = {"precision": precision}
+    if precision == "bf16":
+        update.update(engine="openvino", inference_precision="bf16")
+    return card.model_copy(update=update)
+
+
+def check_bf16_possible() -> None:
+    """Refuse a bf16 export in one line where it cannot run (before minutes of work)."""
+    from artifact.errors import ModelLoadError
+    from artifact.openvino_engine import ALTERNATIVES, cpu_bf16, openvino_module
+
+    try:
+        openvino_module()
+    except ModelLoadError as exc:
+        raise ExportError(f"--precision bf16 runs on OpenVINO: {exc}") from exc
+    has_bf16, reason = cpu_bf16()
+    if not has_bf16:
+        raise ExportError(f"--precision bf16: {reason}; {ALTERNATIVES}")
+
+
 def make_variant(
-    precision: Literal["int8", "fp16"],
+    precision: Literal["int8", "fp16", "bf16"],
     fp32: Path,
     card: ModelCard,
     images: np.ndarray,
     min_top1_agreement: float,
     min_cosine: float,
 ) -> dict[str, Any]:
-    """Replace ``fp32`` in place by its ``precision`` variant once it passes the checks."""
-    variant = fp32.with_name(f"{precision}.onnx")
+    """Replace ``fp32`` in place by its ``precision`` variant once it passes the checks
+    (bf16: the same file, checked as OpenVINO runs it at bf16)."""
+    variant = fp32 if precision == "bf16" else fp32.with_name(f"{precision}.onnx")
     if precision == "int8":
         quantize_int8(fp32, variant, images)
-    else:
+    elif precision == "fp16":
         convert_fp16(fp32, variant)
-    check = compare(fp32, variant, images, card)
+    check = compare(fp32, variant, images, card, variant_card(card, precision))
     check.update(min_top1_agreement=min_top1_agreement, min_cosine=min_cosine)
     if check["top1_agreement"] < min_top1_agreement or check["cosine_mean"] < min_cosine:
-        variant.unlink()
+        if variant != fp32:
+            variant.unlink()
         raise ExportError(
             f"--precision {precision}: top-1 agreement with fp32 {check['top1_agreement']:.3f} "
             f"(need {min_top1_agreement}), feature cosine mean {check['cosine_mean']:.4f} "
             f"(need {min_cosine}) on {check['images']} calibration images; use more/better "
             "--calibration images or relax --min-agreement/--min-cosine"
         )
-    variant.replace(fp32)
+    if variant != fp32:
+        variant.replace(fp32)
     return check

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # POST /v2/repository/index and .../load rescan on demand).
     poll_s: float = Field(0.0, ge=0.0)
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    # auto: the engine each model's card names (OpenVINO for bf16, else ONNX Runtime).
+    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
     # Unset = the provider's tuned default (see service.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)

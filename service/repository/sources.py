@@ -38,7 +38,10 @@ class ModelSource(Protocol):
 
 
 def _runtime(path: Path, settings: Settings) -> ModelRuntime:
-    return ModelRuntime(path, settings.device, settings.intra_op_threads, settings.ort_spinning)
+    return ModelRuntime(
+        path, settings.device, settings.intra_op_threads, settings.ort_spinning,
+        engine=settings.engine,
+    )  # fmt: skip
 
 
 class FolderSource:

@@ -43,6 +43,7 @@ def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> N
     assert results["decode"]["ms_mean"] > 0
     markdown = json_file.with_suffix(".md").read_text()
     assert "÷ raw best" in markdown and "raw engine batch" in markdown and "| v2 |" in markdown
+    assert "(flags: " in markdown and "ONNX Runtime " in markdown
 
 
 def test_bulk_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> None:
@@ -57,3 +58,21 @@ def test_bulk_benchmark_writes_its_results(exported_model: Path, tmp_path: Path)
         assert results[key] > 0
     assert results["bulk_actors"] == 2 and results["images"] == 6
     assert "÷ raw engine" in json_file.with_suffix(".md").read_text()
+
+
+def test_engines_benchmark_compares_both_engines_with_the_cpu_flags(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    from bench.engines import main as engines_main
+
+    args = ["--model", str(exported_model), "--batch-sizes", "1", "--seconds", "0.3",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert engines_main(args) == 0
+    (json_file,) = tmp_path.glob("*-engines.json")
+    results = json.loads(json_file.read_text())
+    providers = [row["provider"] for row in results["rows"]]
+    assert providers[:2] == ["CPUExecutionProvider", "OpenVINO CPU (fp32)"]
+    assert results["rows"][0]["ratio_to_ort_fp32"] == 1.0
+    assert results["openvino"] and "cpu_flags" in results
+    markdown = json_file.with_suffix(".md").read_text()
+    assert "flags:" in markdown and "÷ ONNX Runtime fp32" in markdown
