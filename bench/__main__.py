@@ -1,13 +1,15 @@
-"""``python -m bench [overload|soak|bulk|edge|engines] …``: throughput (:mod:`bench.run`, the
+"""``python -m bench [overload|soak|bulk|edge|engines|peers] …``: throughput (:mod:`bench.run`, the
 default), overload (:mod:`bench.overload`), soak (:mod:`bench.soak`), bulk inference on Ray
 (:mod:`bench.bulk`), the request path's own CPU cost (:mod:`bench.edge`) or the same model
-on ONNX Runtime and OpenVINO (:mod:`bench.engines`)."""
+on ONNX Runtime and OpenVINO (:mod:`bench.engines`), or against peer servers
+(:mod:`bench.peers.compare`)."""
 
 from __future__ import annotations
 
 import sys
 
 from bench import bulk, edge, engines, overload, run, soak
+from bench.peers import compare
 
 COMMANDS = {
     "overload": overload.main,
@@ -15,6 +17,7 @@ COMMANDS = {
     "bulk": bulk.main,
     "edge": edge.main,
     "engines": engines.main,
+    "peers": compare.main,
 }
 
 argv = sys.argv[1:]

@@ -8,6 +8,8 @@ behaves, and bounded by construction. RSS is sampled from /proc while it runs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import os
 import socket
 import subprocess
@@ -118,6 +120,16 @@ RequestFor = Callable[[str, bytes], tuple[str, dict[str, Any]]]
 def classify_request(name: str, data: bytes) -> tuple[str, dict[str, Any]]:
     """The original API: multipart ``/classify``."""
     return "/classify", {"files": {"file": (name, data)}}
+
+
+def base64_json_request(name: str, data: bytes) -> tuple[str, dict[str, Any]]:
+    """``{"image": <base64>}`` to ``/classify``: how LitServe's image examples send one."""
+    return "/classify", {"json": {"image": _base64(data)}}
+
+
+@functools.lru_cache(maxsize=64)
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def v2_infer_request(model_name: str) -> RequestFor:

@@ -76,3 +76,21 @@ def test_engines_benchmark_compares_both_engines_with_the_cpu_flags(
     assert results["openvino"] and "cpu_flags" in results
     markdown = json_file.with_suffix(".md").read_text()
     assert "flags:" in markdown and "÷ ONNX Runtime fp32" in markdown
+
+
+def test_peers_benchmark_drives_every_server_with_the_same_load(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    from bench.peers.compare import main as peers_main
+
+    args = ["--model", str(exported_model), "--concurrency", "2", "--requests", "6",
+            "--seconds", "0.3", "--out", str(tmp_path)]  # fmt: skip
+    assert peers_main(args) == 0
+    (json_file,) = tmp_path.glob("*-peers.json")
+    results = json.loads(json_file.read_text())
+    rows = {row["server"]: row for row in results["rows"]}
+    assert set(rows) == {"xception-serve", "naive FastAPI + ORT", "LitServe"}
+    for row in rows.values():  # every peer answered every request with 200
+        assert row["errors"] == 0 and row["requests"] == 6 and row["images_per_s"] > 0
+    assert rows["xception-serve"]["ratio_to_ours"] == 1.0
+    assert "flags:" in json_file.with_suffix(".md").read_text()
