@@ -19,7 +19,15 @@ from artifact.openvino_engine import cpu_bf16
 from artifact.preprocess import Preprocessor
 from artifact.runtime import EngineChoice, ModelRuntime, available_cores
 from bench.engine import raw_engine
-from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
+from bench.report import (
+    ROOT,
+    SOURCES,
+    ensure_model,
+    machine,
+    machine_line,
+    step,
+    write_results,
+)
 
 ENGINES: tuple[EngineChoice, ...] = ("onnxruntime", "openvino")
 
@@ -74,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        f"### Engines, raw (no HTTP): {results['cpu']} ({results['cores']} cores; flags: "
-        f"{', '.join(results['cpu_flags']) or '–'}; ONNX Runtime {results['onnxruntime']}, "
-        f"OpenVINO {results['openvino']}; {results['created_at']})",
+        "### Engines, raw (no HTTP): " + machine_line(results),
         "",
         f"bf16: {results['bf16']}.",
         "",

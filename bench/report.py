@@ -74,6 +74,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def machine_line(facts: dict[str, Any]) -> str:
+    """``machine()``'s facts in one Markdown line: what a result's figures depend on."""
+    return (
+        f"{facts['cpu']} ({facts['cores']} cores; flags: {', '.join(facts['cpu_flags']) or '–'}; "
+        f"ONNX Runtime {facts['onnxruntime']}, OpenVINO {facts.get('openvino') or '–'}; "
+        f"{facts['created_at']})"
+    )
+
+
 def write_results(
     folder: Path, results: dict[str, Any], name: str, markdown: Callable[[dict[str, Any]], str]
 ) -> Path:

@@ -34,7 +34,15 @@ from bench.loadgen import (
     free_port,
     start_service,
 )
-from bench.report import ROOT, SOURCES, ensure_model, machine, step, write_results
+from bench.report import (
+    ROOT,
+    SOURCES,
+    ensure_model,
+    machine,
+    machine_line,
+    step,
+    write_results,
+)
 
 # name → (module under bench.peers, the package it needs, how its clients send an image)
 PEERS: dict[str, tuple[str, str | None, RequestFor]] = {
@@ -143,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"### Peers: {results['model']['arch']} {results['model']['precision']}, "
-        f"{results['cpu']} ({results['cores']} cores; flags: "
-        f"{', '.join(results['cpu_flags']) or '–'}; ONNX Runtime {results['onnxruntime']}; "
-        f"{results['created_at']})",
+        + machine_line(results),
         "",
         f"Raw engine best (decoded batches, no HTTP): {results['raw_best_images_per_s']:.2f} "
         "img/s. Every server runs the same ONNX Runtime session options and preprocessing.",
