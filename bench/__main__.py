@@ -1,14 +1,14 @@
-"""``python -m bench [overload|soak|bulk|edge|engines|peers] …``: throughput (:mod:`bench.run`, the
-default), overload (:mod:`bench.overload`), soak (:mod:`bench.soak`), bulk inference on Ray
-(:mod:`bench.bulk`), the request path's own CPU cost (:mod:`bench.edge`) or the same model
-on ONNX Runtime and OpenVINO (:mod:`bench.engines`), or against peer servers
-(:mod:`bench.peers.compare`)."""
+"""``python -m bench [overload|soak|bulk|edge|engines|peers|profile] …``: throughput
+(:mod:`bench.run`, the default), overload (:mod:`bench.overload`), soak (:mod:`bench.soak`),
+bulk inference on Ray (:mod:`bench.bulk`), the request path's own CPU cost (:mod:`bench.edge`),
+the same model on ONNX Runtime and OpenVINO (:mod:`bench.engines`), against peer servers
+(:mod:`bench.peers.compare`), or where its CPU goes under load (:mod:`bench.profile`)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import bulk, edge, engines, overload, run, soak
+from bench import bulk, edge, engines, overload, profile, run, soak
 from bench.peers import compare
 
 COMMANDS = {
@@ -18,6 +18,7 @@ COMMANDS = {
     "edge": edge.main,
     "engines": engines.main,
     "peers": compare.main,
+    "profile": profile.main,
 }
 
 argv = sys.argv[1:]

@@ -94,3 +94,36 @@ def test_peers_benchmark_drives_every_server_with_the_same_load(
         assert row["errors"] == 0 and row["requests"] == 6 and row["images_per_s"] > 0
     assert rows["xception-serve"]["ratio_to_ours"] == 1.0
     assert "flags:" in json_file.with_suffix(".md").read_text()
+
+
+def test_top_frames_counts_self_and_inclusive_shares_per_thread_kind() -> None:
+    from bench.profile import top_frames
+
+    raw = (
+        "thread (1): MainThread;run (uvicorn/server.py:10);parse (service/edge/server.py:90) 3\n"
+        "thread (1): MainThread;run (uvicorn/server.py:12) 1\n"
+        "thread (2): inference_0;infer (service/core/batcher.py:5);run (ort.py:1) 6\n"
+    )
+    result = top_frames(raw)
+    assert result["samples"] == 10
+    assert result["thread_share"] == {"inference": 0.6, "event loop": 0.4}
+    self_share = {(r["thread"], r["frame"]): r["share"] for r in result["self"]}
+    assert self_share[("event loop", "parse (service/edge/server.py)")] == 0.3
+    assert self_share[("event loop", "run (uvicorn/server.py)")] == 0.1  # line numbers merged
+    inclusive = {(r["thread"], r["frame"]): r["share"] for r in result["inclusive"]}
+    assert inclusive[("event loop", "run (uvicorn/server.py)")] == 0.4
+    assert inclusive[("inference", "infer (service/core/batcher.py)")] == 0.6
+
+
+def test_profile_benchmark_writes_a_flame_graph_and_a_table(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    from bench.profile import main as profile_main
+
+    args = ["--model", str(exported_model), "--seconds", "3", "--concurrency", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert profile_main(args) == 0
+    (json_file,) = tmp_path.glob("*-profile.json")
+    results = json.loads(json_file.read_text())
+    assert results["samples"] > 0 and "inference" in results["thread_share"]
+    assert (tmp_path / results["flame_graph"]).read_text().lstrip().startswith("<?xml")
