@@ -95,7 +95,8 @@ class OpenVinoEngine:
             raise ModelLoadError(
                 f"{path} is a bf16 model but OpenVINO compiled it as {compiled_as}: {ALTERNATIVES}"
             )
-        self.provider = f"OpenVINO CPU ({precision})"
+        # The arithmetic it runs: bf16, or the file's own (fp32, or int8 for a QDQ file).
+        self.provider = f"OpenVINO CPU ({'bf16' if precision == 'bf16' else self.card.precision})"
         self._local = threading.local()
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,8 @@ from bench.loadgen import classify_request, drive, start_service
 from bench.report import ROOT, SOURCES, ensure_model, machine, machine_line, step, write_results
 
 TOP = 15
+# Frames of this project's own code, for the inclusive table: which of our calls cost what.
+OWN_CODE = re.compile(r"\((artifact|service|bulk)/")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +98,8 @@ def thread_kind(name: str) -> str:
 
 
 def top_frames(raw: str) -> dict[str, Any]:
-    """Self and inclusive sample shares per frame (function and file), per thread kind."""
+    """Self shares per frame (function and file) and inclusive shares of our own frames, per
+    thread kind."""
     total = 0
     own: Counter[tuple[str, str]] = Counter()
     inclusive: Counter[tuple[str, str]] = Counter()
@@ -113,7 +116,8 @@ def top_frames(raw: str) -> dict[str, Any]:
         if names:
             own[(kind, names[-1])] += samples
         for name in set(names):
-            inclusive[(kind, name)] += samples
+            if OWN_CODE.search(name):  # the thread plumbing above them says nothing
+                inclusive[(kind, name)] += samples
     share = {kind: n / total for kind, n in threads.most_common()} if total else {}
 
     def rows(counter: Counter[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -136,6 +140,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['flame_graph']}`.",
     ]
     for title in ("self", "inclusive"):
-        lines += ["", f"| thread | top frames ({title}) | share |", "|---|---|---|"]
+        what = "self" if title == "self" else "inclusive, this project's code"
+        lines += ["", f"| thread | top frames ({what}) | share |", "|---|---|---|"]
         lines += [f"| {r['thread']} | `{r['frame']}` | {r['share']:.1%} |" for r in results[title]]
     return "\n".join([*lines, ""])

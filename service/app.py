@@ -51,9 +51,9 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         registry.register(RepositoryCollector(repository))
         app.state.repository = repository
         watching = asyncio.create_task(repository.watch(settings.poll_s), name="models")
-        # From here on, this thread (the event loop: HTTP, refusals) and the decode threads it
-        # starts yield the CPU to inference under contention; the model loader thread (whose
-        # sessions and batchers create the inference threads) exists already.
+        # From here on, this thread (the event loop: HTTP, refusals) yields the CPU to
+        # inference and decoding under contention; the decode threads and the model loader
+        # thread (whose sessions and batchers create the inference threads) exist already.
         lower_thread_priority(settings.http_niceness)
         try:
             yield

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # Admission: a request is refused (503, before its body is read) when the images
     # already waiting would take longer than this to run, at the measured time per image.
     max_queue_wait_s: float = Field(1.5, gt=0.0)
-    # Niceness added to the HTTP event loop and decode threads (not to the model's threads):
+    # Niceness added to the HTTP event loop (not to the model's or the decode threads):
     # under a storm of refused requests, inference keeps the CPU (0 = same priority).
     http_niceness: int = Field(10, ge=0, le=19)
     # The connection edge (uvicorn): slow or oversized requests are cut off.

@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8", help="closed-loop clients per run")
     parser.add_argument("--requests", type=int, default=96, help="requests per run")
     parser.add_argument("--seconds", type=float, default=8.0, help="raw engine per batch size")
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE",
+        help="XCEPTION_* settings for xception-serve (KEY without the prefix)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--label", default="")
     return parser.parse_args(argv)
@@ -119,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, module, request_for in servers:
         step(f"{name}: starting")
         server: ServiceProcess | PeerProcess
-        server = start_service(model, [], "cpu") if module is None else PeerProcess(module, model)
+        if module is None:
+            server = start_service(model, args.service_env, "cpu")
+        else:
+            server = PeerProcess(module, model)
         try:
             if isinstance(server, PeerProcess):
                 server.wait_ready(request_for(*uploads[0]))
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_engine": raw,
         "raw_best_images_per_s": raw_best,
         "rows": rows,
+        "service_env": args.service_env,
     }
     write_results(args.out, results, f"peers{'-' + args.label if args.label else ''}", markdown)
     return 0
@@ -154,7 +162,8 @@ def markdown(results: dict[str, Any]) -> str:
         + machine_line(results),
         "",
         f"Raw engine best (decoded batches, no HTTP): {results['raw_best_images_per_s']:.2f} "
-        "img/s. Every server runs the same ONNX Runtime session options and preprocessing.",
+        "img/s. Every server runs the same ONNX Runtime session options and preprocessing. "
+        f"xception-serve settings: {results['service_env'] or 'defaults'}.",
         "",
         "| server | clients | img/s | ÷ raw | ÷ xception-serve | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",

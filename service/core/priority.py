@@ -1,10 +1,11 @@
-"""Scheduling priority: inference first, HTTP with what is left when the CPU is contended.
+"""Scheduling priority: inference and decoding first, HTTP with what is left when contended.
 
 Under a storm of clients that retry at once after every 503, answering refusals is work
 without end: at the same priority, the event loop took a third of a 2-core machine from
 ONNX Runtime (README, "Reliability"). Linux schedules threads individually and a thread
 may lower its own priority without privileges, so the event loop thread lowers its own
-once the model's threads exist; threads it creates later (image decoding) inherit it.
+once the model's and the decode threads exist (threads inherit their creator's priority,
+and decoding feeds inference: lowered, it starved the engine at ordinary load).
 When nothing competes, niceness changes nothing.
 """
 
@@ -28,4 +29,4 @@ def lower_thread_priority(niceness: int) -> None:
     except OSError as exc:  # a sandbox that forbids it: run at the same priority
         logger.warning("could not lower the HTTP thread's priority (%s); continuing", exc)
         return
-    logger.info("HTTP/decode threads at nice %+d relative to inference", niceness)
+    logger.info("the HTTP event loop at nice %+d relative to inference and decoding", niceness)

@@ -111,8 +111,10 @@ def test_top_frames_counts_self_and_inclusive_shares_per_thread_kind() -> None:
     assert self_share[("event loop", "parse (service/edge/server.py)")] == 0.3
     assert self_share[("event loop", "run (uvicorn/server.py)")] == 0.1  # line numbers merged
     inclusive = {(r["thread"], r["frame"]): r["share"] for r in result["inclusive"]}
-    assert inclusive[("event loop", "run (uvicorn/server.py)")] == 0.4
-    assert inclusive[("inference", "infer (service/core/batcher.py)")] == 0.6
+    assert inclusive == {  # only this project's frames: where our own calls spend
+        ("inference", "infer (service/core/batcher.py)"): 0.6,
+        ("event loop", "parse (service/edge/server.py)"): 0.3,
+    }
 
 
 def test_profile_benchmark_writes_a_flame_graph_and_a_table(
