@@ -53,7 +53,7 @@ class ModelRepository:
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         # Every decode thread started now, before the event loop lowers its priority: decoding
         # feeds inference, and at +10 it starved it at ordinary load (bench peers, c=8:
-        # 4.45 → 5.20 img/s, refusals 13 → 0). Admission bounds the decode work a storm causes.
+        # 4.45 → 5.42 img/s, refusals 13 → 0). Admission bounds the decode work a storm causes.
         started = threading.Barrier(settings.decode_workers)
         for _ in range(settings.decode_workers):
             self.decode_pool.submit(started.wait)
