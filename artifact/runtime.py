@@ -100,11 +100,13 @@ class ModelRuntime:
             # The card asks for OpenVINO: the ORT session only served to read it.
             self.session = None
             self._open_openvino(device, self.card)
-        elif self.card.inference_precision != "fp32":
+            return
+        if self.card.inference_precision != "fp32":
             logger.warning(
                 "%s is a %s model for OpenVINO; XCEPTION_ENGINE=onnxruntime runs it in fp32 "
                 "(the same answers, at fp32 speed)", path, self.card.precision,
             )  # fmt: skip
+        self._loaded()
 
     def _open_openvino(self, device: str, card: ModelCard | None) -> None:
         from artifact.openvino_engine import OpenVinoEngine
@@ -153,8 +155,6 @@ class ModelRuntime:
             )
         self._check_signature(self.session)
         self._run = self._run_onnxruntime
-        if self.card.engine == "onnxruntime":
-            self._loaded()
 
     def _loaded(self) -> None:
         logger.info(
