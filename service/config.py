@@ -99,9 +99,11 @@ class Settings(BaseSettings):
     # Admission: a request is refused (503, before its body is read) when the images
     # already waiting would take longer than this to run, at the measured time per image.
     max_queue_wait_s: float = Field(1.5, gt=0.0)
-    # Niceness added to the HTTP event loop (not to the model's or the decode threads):
-    # under a storm of refused requests, inference keeps the CPU (0 = same priority).
-    http_niceness: int = Field(10, ge=0, le=19)
+    # Niceness added to the HTTP event loop (not to the model's or the decode threads). 0:
+    # with Retry-After enforced (edge/pacing.py) a storm no longer costs the loop much, and
+    # a lowered loop answers refusals late (README, "Reliability"); raise it to favour
+    # inference over HTTP when clients that do not pace themselves share a small machine.
+    http_niceness: int = Field(0, ge=0, le=19)
     # The connection edge (uvicorn): slow or oversized requests are cut off.
     header_timeout_s: float = Field(10.0, gt=0.0, description="to receive a request's headers")
     body_timeout_s: float = Field(60.0, gt=0.0, description="to receive a request's body")

@@ -7,6 +7,11 @@ may lower its own priority without privileges, so the event loop thread lowers i
 once the model's and the decode threads exist (threads inherit their creator's priority,
 and decoding feeds inference: lowered, it starved the engine at ordinary load).
 When nothing competes, niceness changes nothing.
+
+Off by default since Retry-After is enforced (:mod:`service.edge.pacing`): storms that no
+longer cost the loop much left only the price of lowering it — on Linux's EEVDF scheduler a
+niced thread also runs later after waking, and the refusals of clients that honour
+Retry-After took a few hundred ms instead of tens (README, "Reliability").
 """
 
 from __future__ import annotations

@@ -22,7 +22,11 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def rows(out: Path) -> dict[str, dict]:
+    """The output's rows by path, asserting first that no path was written twice (a dict
+    alone would hide a duplicate)."""
     table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
+    paths = [row["path"] for row in table]
+    assert len(paths) == len(set(paths)), f"rows written twice: {sorted(paths)}"
     return {row["path"]: row for row in table}
 
 
@@ -68,11 +72,12 @@ def test_bulk_matches_single_process_and_resumes(
     capsys.readouterr()
     assert ray_job.main(args) == 0  # nothing new: Ray is not even started
     assert "wrote 0 rows" in capsys.readouterr().out
+    assert ds.dataset(str(out), format="parquet").count_rows() == 6
     shutil.copy(source / "chelsea.jpg", source / "chelsea-again.jpg")
     assert ray_job.main(args) == 0
     assert "wrote 1 rows" in capsys.readouterr().out
-    again = rows(out)
-    assert len(again) == 7
+    again = rows(out)  # no duplicates: the six rows already there were not written again
+    assert len(again) == 7 and ds.dataset(str(out), format="parquet").count_rows() == 7
     np.testing.assert_allclose(
         again[str(source / "chelsea-again.jpg")]["features"],
         again[str(source / "chelsea.jpg")]["features"], rtol=1e-5,

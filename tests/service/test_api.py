@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import io
 import json
 import time
@@ -231,6 +232,34 @@ def test_api_key(exported_model: Path) -> None:
         for path in ("/classify?model=nope", "/v2/models/nope", "/v2/models/xception/ready"):
             response = secured.request("POST" if "classify" in path else "GET", path)
             assert response.status_code == 401, path
+
+
+@pytest.mark.parametrize("setting", ["api_key", "admin_key"])
+def test_keys_are_compared_in_constant_time(
+    exported_model: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """A timing test would be flaky, so the comparison itself is observed: every key check,
+    right or wrong, goes through ``hmac.compare_digest`` (``==`` returns at the first
+    differing byte, which lets a client guess a key byte by byte)."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    if setting == "api_key":
+        settings, method, path = make_settings(exported_model, api_key="k3y"), "GET", "/v1/models"
+    else:
+        settings = make_settings(exported_model, admin_key="k3y", model_control="explicit")
+        method, path = "POST", "/v2/repository/models/xception/load"
+    with TestClient(create_app(settings)) as secured:
+        for token, status in (("k3x", 401), ("k3y", 200)):
+            headers = {"Authorization": f"Bearer {token}"}
+            response = secured.request(method, path, headers=headers)
+            assert response.status_code == status, (token, response.text)
+    assert compared == [(b"k3x", b"k3y"), (b"k3y", b"k3y")]
 
 
 def test_a_failed_request_gives_back_its_version_and_its_place(client: TestClient) -> None:

@@ -178,12 +178,76 @@ def test_undecodable_bytes_and_bad_base64(client: triton.InferenceServerClient) 
         client.infer("xception", [text])
 
 
-def test_request_timeout_tightens_the_deadline(client: triton.InferenceServerClient) -> None:
-    """``parameters.timeout`` (µs): 1 µs cannot be met; the protocol's 504 comes back."""
+def test_request_timeout_is_in_microseconds(client: triton.InferenceServerClient) -> None:
+    """``parameters.timeout`` is µs: 50,000 µs (50 ms) cannot be met, so the protocol's 504
+    names 0.05 s; 60,000,000 µs (a minute) is met. Read as ms, s or ns, one of them flips."""
     with pytest.raises(InferenceServerException) as raised:
-        client.infer("xception", [bytes_input(binary=True)], timeout=1)
+        client.infer("xception", [bytes_input(binary=True)], timeout=50_000)
     assert raised.value.status() == "504"
-    assert "no result within" in raised.value.message()
+    assert "no result within 0.05s" in raised.value.message()
+    result = client.infer("xception", [bytes_input(binary=True)], timeout=60_000_000)
+    assert result.as_numpy("features").shape == (3, 2048)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_outputs_come_back_in_the_form_asked_for(
+    server: ServiceProcess, client: triton.InferenceServerClient, binary: bool
+) -> None:
+    """tritonclient decodes either form silently, so the wire itself is read: binary outputs
+    are raw bytes after the JSON header (``binary_data_size``, no ``data``), JSON ones are
+    ``data`` lists, and ``Inference-Header-Content-Length`` is sent only with binary ones."""
+    outputs = [
+        triton.InferRequestedOutput(n, binary_data=binary) for n in ("features", "probabilities")
+    ]
+    result = client.infer("xception", [bytes_input(binary=True)], outputs=outputs)
+    for name in ("features", "probabilities"):
+        output = result.get_output(name)
+        assert ("data" in output) is not binary
+        assert ("binary_data_size" in output.get("parameters", {})) is binary
+    body, json_size = triton.InferenceServerClient.generate_request_body(
+        [bytes_input(binary=True)], outputs=outputs
+    )
+    headers = {"Inference-Header-Content-Length": str(json_size)} if json_size else {}
+    raw = httpx.post(f"{server.url}/v2/models/xception/infer", content=body, headers=headers,
+                     timeout=120)  # fmt: skip
+    assert raw.status_code == 200
+    header_length = raw.headers.get("inference-header-content-length")
+    assert (header_length is not None) is binary
+    if binary:
+        assert header_length is not None
+        head = json.loads(raw.content[: int(header_length)])
+        sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+        assert len(raw.content) == int(header_length) + sum(sizes)
+        assert sorted(sizes) == sorted(
+            [3 * 2048 * 4, 3 * result.as_numpy("probabilities").shape[1] * 4]
+        )
+    else:
+        assert len(json.loads(raw.content)["outputs"][0]["data"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("request_id", "echoed"),
+    [("trace-7", True), ("a\r\nX-Injected: 1", False), ("x" * 500, False)],
+    ids=["sane", "header-injection", "too-long"],
+)
+def test_the_v2_request_id_reaches_headers_only_when_sane(
+    server: ServiceProcess, request_id: str, echoed: bool
+) -> None:
+    """A v2 request's ``id`` becomes its X-Request-ID (and its log lines' id) only if it is
+    safe there; the JSON body echoes it as the protocol says, escaped."""
+    body = {
+        "id": request_id,
+        "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
+                    "data": [base64.b64encode(image_bytes("chelsea.jpg")).decode()]}],
+        "outputs": [{"name": "features"}],
+    }  # fmt: skip
+    answer = httpx.post(f"{server.url}/v2/models/xception/infer", json=body, timeout=120)
+    assert answer.status_code == 200
+    assert answer.json()["id"] == request_id
+    assert "x-injected" not in answer.headers
+    header = answer.headers["x-request-id"]
+    assert (header == request_id) is echoed
+    assert "\n" not in header and "\r" not in header and len(header) <= 128
 
 
 def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -> None:
