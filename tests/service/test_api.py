@@ -274,6 +274,35 @@ def test_a_failed_request_gives_back_its_version_and_its_place(client: TestClien
     assert served(client).admission.reserved == 0
 
 
+def test_a_request_that_ends_in_an_unexpected_error_gives_back_its_hold(
+    exported_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error no handler turns into an answer (a bug deep in inference, planted here)
+    propagates through the gate: its hold on the version and its admission place are
+    still given back, and the next request is served."""
+    from service.core.inference import InferenceService
+
+    real = InferenceService.infer
+
+    async def failing(self: InferenceService, *args: Any, **kwargs: Any) -> Any:
+        if failing.armed:  # type: ignore[attr-defined]
+            raise RuntimeError("a bug, planted")
+        return await real(self, *args, **kwargs)
+
+    failing.armed = True  # type: ignore[attr-defined]
+    monkeypatch.setattr(InferenceService, "infer", failing)
+    app = create_app(make_settings(exported_model))
+    with TestClient(app, raise_server_exceptions=False) as unsafe:
+        wait_ready(unsafe)
+        version = app.state.repository.resolve(None, None)
+        cat = files(("cat.jpg", image_bytes("chelsea.jpg")))
+        assert unsafe.post("/classify", files=cat).status_code == 500
+        assert version.leases == 0
+        assert served(unsafe).admission.reserved == 0
+        failing.armed = False  # type: ignore[attr-defined]
+        assert unsafe.post("/classify", files=cat).status_code == 200
+
+
 def metric(text: str, sample: str) -> float:
     """The value of one Prometheus sample line (0 when absent)."""
     for line in text.splitlines():

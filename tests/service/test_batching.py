@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -275,6 +276,40 @@ def test_admission_bounds_expected_wait_and_retry_after_follows_it() -> None:
         assert batcher.stats.rejected_queue_full == 0
 
     asyncio.run(scenario())
+
+
+def test_admission_counts_the_batch_the_model_is_running() -> None:
+    """Nothing queued, but a batch of 4 running at 0.5 s per image: a request admitted now
+    waits ~2 s for it, past the 1.5 s bound, so it is refused; once it ends, admitted."""
+    running, release = threading.Event(), threading.Event()
+
+    def held_rows(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        running.set()
+        release.wait(30)
+        return run_rows(images)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(held_rows, max_batch_size=4, max_delay_s=0.0)
+        batcher.start()
+        batcher.stats.seconds_per_image = 0.5
+        control = AdmissionControl(batcher, max_queue=100, max_wait_s=1.5)
+        loop = asyncio.get_running_loop()
+        futures = batcher.submit([np.zeros((2, 2, 3), dtype=np.uint8)] * 4, loop.time() + 30)
+        assert await loop.run_in_executor(None, running.wait, 30)
+        assert batcher.queue_depth == 0 and batcher.in_flight == 4
+        with pytest.raises(ServiceError) as refused:
+            control.admit()
+        assert refused.value.code == "overloaded" and "~2.0s" in refused.value.message
+        release.set()
+        await asyncio.gather(*futures)
+        batcher.stats.seconds_per_image = 0.5  # the stand-in's batch measured itself fast
+        assert isinstance(control.admit(), Ticket)
+        await batcher.close(timeout_s=10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
 
 
 def test_admission_bounds_the_count_too() -> None:

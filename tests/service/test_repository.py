@@ -142,6 +142,25 @@ def test_default_model_setting_routes_unnamed_requests(
         assert app.get("/v1/models").json()["card"]["arch"] == "resnet18"
 
 
+def test_the_newest_version_is_the_highest_number_not_the_last_in_text_order(
+    tmp_path: Path,
+) -> None:
+    """With versions 9 and 10 both served, a request that names no version goes to 10 (as
+    text, "9" sorts after "10")."""
+    root = tmp_path / "models"
+    for version in ("9", "10"):
+        export_resnet18(root / "resnet18" / version, seed=int(version))
+    settings = make_settings(None, model_repository=root, version_policy="all")
+    with TestClient(create_app(settings)) as app:
+        wait_ready(app)
+        assert {(r["name"], r["version"]) for r in app.post("/v2/repository/index").json()} == {
+            ("resnet18", "9"), ("resnet18", "10"),
+        }  # fmt: skip
+        answer = app.post("/classify", files=files(("cat.jpg", CAT))).json()
+        assert answer["model"] == {"name": "resnet18", "version": "10"}
+        assert app.get("/v2/models/resnet18").json()["versions"][0] == "10"
+
+
 def broken_copy(source: Path, stage: Path, version: str, flaw: str) -> Path:
     """A copy of ``source`` as ``version`` with one flaw an operator could publish."""
     folder = stage / version
