@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FeaturesError, ModelLoadError) as exc:
         print(f"xception-features: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the shells' status for it, without a traceback
+        print("xception-features: interrupted", file=sys.stderr)
+        return 130
     print(
         f"wrote {len(kept)} × {features.shape[1]} features to {', '.join(map(str, written))} "
         f"({len(kept) / elapsed:.1f} img/s on {runtime.provider}); "

@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, ModelLoadError, OptionError) as exc:
         print(f"xception-bulk: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the shells' status for it, without a traceback
+        print("xception-bulk: interrupted", file=sys.stderr)
+        return 130
     rate = f" in {seconds:.1f}s ({written / seconds:.1f} img/s)" if written else ""
     print(f"wrote {written} rows to {options.out}{rate}; {skipped} already there, skipped")
     return 0

@@ -6,11 +6,7 @@ import argparse
 import logging
 import os
 import sys
-
-from pydantic import ValidationError
-
-from service.config import Settings, describe_validation_error, unknown_variables
-from service.observability.tracing import configure_logging
+from collections.abc import Callable
 
 logger = logging.getLogger("service.cli")
 
@@ -18,7 +14,31 @@ logger = logging.getLogger("service.cli")
 def main(argv: list[str] | None = None) -> int:
     """Validate settings (one line per bad variable, exit 2), load the model (one line and
     exit 1 if it cannot be used; in repository mode models load in the background and
-    failures are reported), then serve until SIGTERM/SIGINT."""
+    failures are reported), then serve until SIGTERM/SIGINT. Ctrl-C (SIGINT) exits 130, as
+    shells expect of an interrupted command, without a traceback: while starting, with one
+    line; while serving, once the drain is done (uvicorn re-raises the signal after it)."""
+    serving = False
+
+    def started() -> None:
+        nonlocal serving
+        serving = True
+
+    try:
+        return _run(argv, started)
+    except KeyboardInterrupt:
+        if not serving:
+            print("xception-serve: interrupted while starting; nothing was served", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None, started: Callable[[], None]) -> int:
+    # Imported here, inside main's KeyboardInterrupt handler: a Ctrl-C while they load
+    # (a second or so) is answered in one line too.
+    from pydantic import ValidationError
+
+    from service.config import Settings, describe_validation_error, unknown_variables
+    from service.observability.tracing import configure_logging
+
     argparse.ArgumentParser(
         prog="xception-serve",
         description="Serve an exported model over HTTP (POST /classify, POST /features).",
@@ -49,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         except ModelLoadError as exc:
             print(f"xception-serve: {exc}", file=sys.stderr)
             return 1
-    serve(create_app(settings, source), settings)
+    app = create_app(settings, source)
+    started()
+    serve(app, settings)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -198,3 +199,20 @@ def test_a_model_that_cannot_load_is_what_readiness_says(tmp_path: Path) -> None
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.05)
         assert answer.status_code == 503 and str(fake) in answer.json()["error"]["message"]
+
+
+def test_ctrl_c_while_starting_is_one_line_and_status_130(exported_model: Path) -> None:
+    """Ctrl-C during the imports and the model load: no traceback, status 130."""
+    env = {**os.environ, "XCEPTION_MODEL": str(exported_model), "XCEPTION_PORT": "0",
+           "XCEPTION_DEVICE": "cpu"}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)  # inside the imports (a second or more)
+    server.send_signal(signal.SIGINT)
+    _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "xception-serve: interrupted while starting; nothing was served"
+    )
