@@ -51,3 +51,12 @@ def work_folder(out: Path, pid: int) -> Path:
 def retired_folder(out: Path, pid: int) -> Path:
     """Where a replaced version is moved (then deleted) while the new one takes its name."""
     return out.parent / f".{out.name}.old-{pid}"
+
+
+def published_versions(folder: Path) -> list[str]:
+    """The version folders (numbered, holding a model) directly under a model's ``folder``,
+    oldest first; [] for anything else."""
+    if not folder.is_dir():
+        return []
+    found = [p.name for p in folder.iterdir() if p.name.isdigit() and model_file(p).is_file()]
+    return sorted(found, key=int)

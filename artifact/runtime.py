@@ -161,6 +161,11 @@ class ModelRuntime:
             "loaded %s (%s, %s) on %s, %d intra-op threads",
             self.path, self.card.arch, self.card.precision, self.provider, self._threads,
         )  # fmt: skip
+        if self.card.weights == "none":  # a try-out or a test model must not pass for real
+            logger.warning(
+                "%s has random weights (exported with --weights none): its predictions and "
+                "features mean nothing", self.path,
+            )  # fmt: skip
 
     @staticmethod
     def _providers(device: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
+from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file, published_versions
 from artifact.runtime import available_cores
 
 ENV_PREFIX = "XCEPTION_"
@@ -139,10 +140,7 @@ class Settings(BaseSettings):
         # A repository given (or given badly, and reported as such): no single model needed.
         single = "model_repository" in info.data and info.data["model_repository"] is None
         if single and not model_file(value).is_file():
-            raise ValueError(
-                f"no model at {str(value)!r}: expected a folder with {MODEL_FILE} (see "
-                "models/README.md) or an .onnx file; export one with xception-export"
-            )
+            raise ValueError(f"no model at {str(value)!r}: {_where_the_model_is(value)}")
         return value
 
     @field_validator("model_repository", "default_model", mode="before")
@@ -240,6 +238,23 @@ class Settings(BaseSettings):
         return self.decode_threads or available_cores()
 
 
+def _where_the_model_is(value: Path) -> str:
+    """What to do instead, for an ``XCEPTION_MODEL`` that holds no model: a model's folder of
+    versions, or a repository of models, is named as such."""
+    if versions := published_versions(value):
+        return (
+            f"it is a model's folder of versions ({', '.join(versions)}): set XCEPTION_MODEL="
+            f"{value / versions[-1]} for one, or XCEPTION_MODEL_REPOSITORY={value.parent} to "
+            "serve every model there"
+        )
+    if value.is_dir() and any(published_versions(child) for child in value.iterdir()):
+        return f"it is a model repository: set XCEPTION_MODEL_REPOSITORY={value} instead"
+    return (
+        f"expected a folder with {MODEL_FILE} (see models/README.md) or an .onnx file; export "
+        "one with xception-export (no network: xception-export --weights none)"
+    )
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per bad setting, naming the environment variable and the value given."""
     lines = []
@@ -249,9 +264,20 @@ def describe_validation_error(error: ValidationError) -> str:
             continue
         key = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
         value = item.get("input")
+        message = item["msg"].removeprefix("Value error, ")
+        field = Settings.model_fields.get(str(item["loc"][0]))
+        if field is not None and value == field.default and key not in _environ_upper():
+            # The default failed its check: blame no setting the user never set.
+            lines.append(f"{key} is not set, and its default fails: {message}")
+            continue
+        value = str(value) if isinstance(value, Path) else value  # not PosixPath('…')
         shown = "" if isinstance(value, dict) else f"={value!r}"
-        lines.append(f"{key}{shown}: {item['msg']}")
+        lines.append(f"{key}{shown}: {message}")
     return "; ".join(lines)
+
+
+def _environ_upper() -> set[str]:
+    return {name.upper() for name in os.environ}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

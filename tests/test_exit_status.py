@@ -32,7 +32,7 @@ def test_ctrl_c_in_xception_features_is_one_line_and_status_130(
         seen += char
     tool.send_signal(signal.SIGINT)
     rest = tool.stderr.read()
-    assert tool.wait(60) == 130
+    assert tool.wait(60) in (130, -signal.SIGINT)  # either is 130 to a shell
     assert (
         "Traceback" not in rest
         and rest.strip().splitlines()[-1] == "xception-features: interrupted"

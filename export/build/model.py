@@ -24,7 +24,9 @@ CONNECT_TIMEOUT_S = 5.0
 # Per-socket-operation timeout while downloading: a stalled transfer fails instead of hanging.
 DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
 AIR_GAPPED_HINT = (
-    "offline or air-gapped? download the weights file elsewhere and pass it with --weights PATH"
+    "offline or air-gapped? download the weights file elsewhere and pass it with --weights PATH; "
+    "to try the service without real weights: --weights none (random weights, same "
+    "architecture; its predictions mean nothing)"
 )
 
 

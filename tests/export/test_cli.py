@@ -58,7 +58,7 @@ def test_imagenet_offline_fails_fast_and_names_the_air_gapped_route(tmp_path: Pa
         "--arch", "vgg16", "--weights", "imagenet", "--out", str(tmp_path / "m/1"), env=env
     )
     assert time.monotonic() - started < 60  # fails in seconds (most of it is importing torch)
-    assert_one_line_error(result, "--weights imagenet", "--weights PATH")
+    assert_one_line_error(result, "--weights imagenet", "--weights PATH", "--weights none")
     assert not (tmp_path / "m").exists()
 
 
