@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from artifact.card import ModelCard
 from artifact.layout import CARD_FILE, MODEL_FILE, retired_folder, work_folder
 from artifact.repository import sha256_of
 from export.build.card import build_card, default_labels, read_labels_file
-from export.build.model import check_weights, create_model
+from export.build.model import check_weights, create_model, current_arch
 from export.build.serving import ServingModel, build_serving_model
 from export.errors import ExportError
 from export.finetune import run as finetune_run
@@ -73,6 +73,7 @@ Step = tuple[str, Callable[["Export", dict[str, str]], None], int]
 
 def export_model(options: ExportOptions, steps: Steps | None = None) -> ModelCard:
     """Run the whole export (fine-tuning first when ``options.train``); returns the card."""
+    options = replace(options, arch=current_arch(options.arch))
     out = options.out
     _check_destination(out, options.force)
     dataset, labels = _dataset_and_labels(options)

@@ -30,11 +30,21 @@ AIR_GAPPED_HINT = (
 )
 
 
+def current_arch(arch: str) -> str:
+    """timm's current name for a name it has deprecated (``xception`` → ``legacy_xception``),
+    so that the card records it and timm prints no deprecation warning; else ``arch``."""
+    renamed: str | None = timm.models.get_deprecated_models().get(arch)
+    return renamed or arch
+
+
 def check_arch(arch: str) -> None:
-    """Fail with close matches when ``arch`` is not a timm model name."""
+    """Fail with close matches when ``arch`` is not a timm model name (the default,
+    ``legacy_xception``, among them for anything that looks like Xception)."""
     if timm.is_model(arch):
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+    if "ception" in arch.lower() and "legacy_xception" not in close:
+        close = ["legacy_xception", *close]
     hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
     raise ExportError(f"--arch {arch!r} is not a timm model{hint}")
 

@@ -97,3 +97,21 @@ def test_out_must_be_a_name_and_version_folder(out: str) -> None:
     result = run_cli("--weights", "none", "--out", out)
     assert result.returncode == 2
     assert "is not a <name>/<version> folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_deprecated_arch_names_map_quietly_and_lookalikes_suggest_the_default() -> None:
+    """``--arch xception`` is timm's deprecated alias of ``legacy_xception``: the export maps
+    it (the card records the current name; timm prints no warning); ``--arch exception`` is
+    no model, and the suggestions start with the default, not only xception71/65/41."""
+    import warnings
+
+    from export.build.model import check_arch, current_arch
+    from export.errors import ExportError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert current_arch("xception") == "legacy_xception"
+    assert current_arch("resnet18") == "resnet18"
+    with pytest.raises(ExportError) as refused:
+        check_arch("exception")
+    assert "did you mean legacy_xception, xception71" in str(refused.value)
