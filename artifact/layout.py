@@ -56,7 +56,8 @@ def retired_folder(out: Path, pid: int) -> Path:
 def published_versions(folder: Path) -> list[str]:
     """The version folders (numbered, holding a model) directly under a model's ``folder``,
     oldest first; [] for anything else."""
-    if not folder.is_dir():
+    try:
+        found = [p.name for p in folder.iterdir() if p.name.isdigit() and model_file(p).is_file()]
+    except OSError:  # not a folder, or not one we may read: no versions to name
         return []
-    found = [p.name for p in folder.iterdir() if p.name.isdigit() and model_file(p).is_file()]
     return sorted(found, key=int)

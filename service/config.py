@@ -247,7 +247,7 @@ def _where_the_model_is(value: Path) -> str:
             f"{value / versions[-1]} for one, or XCEPTION_MODEL_REPOSITORY={value.parent} to "
             "serve every model there"
         )
-    if value.is_dir() and any(published_versions(child) for child in value.iterdir()):
+    if value.is_dir() and any(published_versions(child) for child in value.glob("*/")):
         return f"it is a model repository: set XCEPTION_MODEL_REPOSITORY={value} instead"
     return (
         f"expected a folder with {MODEL_FILE} (see models/README.md) or an .onnx file; export "
@@ -266,7 +266,8 @@ def describe_validation_error(error: ValidationError) -> str:
         value = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
         field = Settings.model_fields.get(str(item["loc"][0]))
-        if field is not None and value == field.default and key not in _environ_upper():
+        unset = key not in {name.upper() for name in os.environ}
+        if field is not None and value == field.default and unset:
             # The default failed its check: blame no setting the user never set.
             lines.append(f"{key} is not set, and its default fails: {message}")
             continue
@@ -274,10 +275,6 @@ def describe_validation_error(error: ValidationError) -> str:
         shown = "" if isinstance(value, dict) else f"={value!r}"
         lines.append(f"{key}{shown}: {message}")
     return "; ".join(lines)
-
-
-def _environ_upper() -> set[str]:
-    return {name.upper() for name in os.environ}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
