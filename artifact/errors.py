@@ -33,3 +33,17 @@ class ImageTooLarge(ImageError):
 
 class UnsupportedAspectRatio(ImageError):
     """Valid, but resizing it would cost far more than its size suggests."""
+
+
+def was_interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C, or came from one: a KeyboardInterrupt raised while a native
+    extension initialises (onnxruntime, torch) surfaces as the ImportError it caused, and the
+    CLIs answer both with status 130 and one line."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # a chain may loop back on itself
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -51,13 +51,3 @@ def work_folder(out: Path, pid: int) -> Path:
 def retired_folder(out: Path, pid: int) -> Path:
     """Where a replaced version is moved (then deleted) while the new one takes its name."""
     return out.parent / f".{out.name}.old-{pid}"
-
-
-def published_versions(folder: Path) -> list[str]:
-    """The version folders (numbered, holding a model) directly under a model's ``folder``,
-    oldest first; [] for anything else."""
-    try:
-        found = [p.name for p in folder.iterdir() if p.name.isdigit() and model_file(p).is_file()]
-    except OSError:  # not a folder, or not one we may read: no versions to name
-        return []
-    return sorted(found, key=int)

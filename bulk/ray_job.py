@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from artifact.card import ModelCard
-from artifact.errors import ImageError, ModelLoadError
+from artifact.errors import ImageError, ModelLoadError, was_interrupted
 from artifact.layout import CARD_FILE, DEFAULT_MODEL_FOLDER, model_file
 from artifact.preprocess import Preprocessor
 from artifact.repository import read_card_file
@@ -222,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         import ray  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        if was_interrupted(exc):  # Ctrl-C while Ray's extensions load: not a missing extra
+            print("xception-bulk: interrupted", file=sys.stderr)
+            return 130
         print('xception-bulk: needs Ray: pip install "xception-service[bulk]"', file=sys.stderr)
         return 1
     try:

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from artifact.errors import was_interrupted
 from artifact.layout import DEFAULT_MODEL_FOLDER, is_published
 from export.errors import ExportError
 from export.options import ExportOptions, TrainOptions
@@ -98,15 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_existing and is_published(args.out):
         print(f"xception-export: {args.out} already holds a model; nothing to do (--skip-existing)")
         return 0
-    # Imported here so `--help` and argument errors answer instantly, without loading torch.
-    from export.pipeline import export_model
-
     try:
+        # Imported here so `--help` and argument errors answer instantly, without loading torch.
+        from export.pipeline import export_model
+
         export_model(_options(args))
     except ExportError as exc:
         print(f"xception-export: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except BaseException as exc:  # a Ctrl-C may surface as another exception: see was_interrupted
+        if not was_interrupted(exc):
+            raise
         print("xception-export: interrupted; nothing was published", file=sys.stderr)
         return 130
     return 0

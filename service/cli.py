@@ -6,7 +6,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from service.config import Settings
 
 logger = logging.getLogger("service.cli")
 
@@ -17,21 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     failures are reported), then serve until SIGTERM/SIGINT. Ctrl-C (SIGINT) exits 130, as
     shells expect of an interrupted command, without a traceback: while starting, with one
     line; while serving, once the drain is done (uvicorn re-raises the signal after it)."""
-    serving = False
+    try:
+        prepared = _prepare(argv)
+    except BaseException as exc:  # a Ctrl-C may surface as another exception: see was_interrupted
+        from artifact.errors import was_interrupted
 
-    def started() -> None:
-        nonlocal serving
-        serving = True
+        if not was_interrupted(exc):
+            raise
+        print("xception-serve: interrupted while starting; nothing was served", file=sys.stderr)
+        return 130
+    if isinstance(prepared, int):
+        return prepared
+    from service.edge.server import serve
 
     try:
-        return _run(argv, started)
+        serve(*prepared)
     except KeyboardInterrupt:
-        if not serving:
-            print("xception-serve: interrupted while starting; nothing was served", file=sys.stderr)
         return 130
+    return 0
 
 
-def _run(argv: list[str] | None, started: Callable[[], None]) -> int:
+def _prepare(argv: list[str] | None) -> tuple[FastAPI, Settings] | int:
+    """The app and its settings, ready to serve; or the exit status after one line."""
     # Imported here, inside main's KeyboardInterrupt handler: a Ctrl-C while they load
     # (a second or so) is answered in one line too.
     from pydantic import ValidationError
@@ -56,7 +68,7 @@ def _run(argv: list[str] | None, started: Callable[[], None]) -> int:
         logger.warning(warning)
     from artifact.errors import ModelLoadError
     from service.app import create_app
-    from service.edge.server import check_uvicorn, serve
+    from service.edge.server import check_uvicorn
     from service.repository.sources import source_for
 
     if (problem := check_uvicorn()) is not None:
@@ -69,10 +81,7 @@ def _run(argv: list[str] | None, started: Callable[[], None]) -> int:
         except ModelLoadError as exc:
             print(f"xception-serve: {exc}", file=sys.stderr)
             return 1
-    app = create_app(settings, source)
-    started()
-    serve(app, settings)
-    return 0
+    return create_app(settings, source), settings
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file, published_versions
+from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
+from artifact.repository import scan_repository
 from artifact.runtime import available_cores
 
 ENV_PREFIX = "XCEPTION_"
@@ -241,13 +242,18 @@ class Settings(BaseSettings):
 def _where_the_model_is(value: Path) -> str:
     """What to do instead, for an ``XCEPTION_MODEL`` that holds no model: a model's folder of
     versions, or a repository of models, is named as such."""
-    if versions := published_versions(value):
+    try:
+        versions = list(scan_repository(value.parent).get(value.name, {}))
+        repository = bool(scan_repository(value))
+    except OSError:  # a folder we may not read: nothing more to say about it
+        versions, repository = [], False
+    if versions:
         return (
             f"it is a model's folder of versions ({', '.join(versions)}): set XCEPTION_MODEL="
             f"{value / versions[-1]} for one, or XCEPTION_MODEL_REPOSITORY={value.parent} to "
             "serve every model there"
         )
-    if value.is_dir() and any(published_versions(child) for child in value.glob("*/")):
+    if repository:
         return f"it is a model repository: set XCEPTION_MODEL_REPOSITORY={value} instead"
     return (
         f"expected a folder with {MODEL_FILE} (see models/README.md) or an .onnx file; export "

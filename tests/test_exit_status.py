@@ -1,14 +1,17 @@
 """The exit-status rule every CLI keeps (docs/reference.md, "Exit status"): Ctrl-C is 130 and
 one line, never a traceback. (xception-serve's own cases: service/test_runtime.py and the
-drain test in service/test_batching.py; xception-export's: export/test_cli.py.)"""
+drain test in service/test_batching.py.)"""
 
 from __future__ import annotations
 
+import importlib.abc
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -38,3 +41,54 @@ def test_ctrl_c_in_xception_features_is_one_line_and_status_130(
         and rest.strip().splitlines()[-1] == "xception-features: interrupted"
     )
     assert not (tmp_path / "f.npy").exists()
+
+
+def _interrupted_import(*_args: object, **_kwargs: object) -> None:
+    """What a Ctrl-C inside a native extension's initialisation raises: an ImportError caused
+    by the KeyboardInterrupt (onnxruntime's, seen in CI as a traceback and status 1)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise ImportError("initialization failed") from exc
+
+
+class _InterruptedFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, *_args: object) -> None:
+        if fullname == self.name:
+            _interrupted_import()
+
+
+def test_a_ctrl_c_that_surfaces_as_an_import_error_is_still_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import export.cli
+    import export.pipeline
+    import service.cli
+    from bulk import ray_job
+
+    monkeypatch.setattr(service.cli, "_prepare", _interrupted_import)
+    assert service.cli.main([]) == 130
+    monkeypatch.setattr(export.pipeline, "export_model", _interrupted_import)
+    assert export.cli.main(["--weights", "none", "--out", str(tmp_path / "m" / "1")]) == 130
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedFinder("ray"), *sys.meta_path])
+    assert ray_job.main([str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path)]) == 130
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        "xception-serve: interrupted while starting; nothing was served",
+        "xception-export: interrupted; nothing was published",
+        "xception-bulk: interrupted",
+    ]
+
+
+def test_a_missing_ray_is_still_named_as_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from bulk import ray_job
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what Python does for a module not there
+    assert ray_job.main([str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path)]) == 1
+    assert "needs Ray" in capsys.readouterr().err
