@@ -128,7 +128,7 @@ class ModelRuntime:
         options.intra_op_num_threads = self._threads
         # Memory patterns are planned per input shape; the batcher makes many batch sizes,
         # and mixing their patterns fragments the arena (RSS +45% under load, measured).
-        # Without them: RSS flat after warm-up, and no slower (bench/, README "Speed").
+        # Without them: RSS flat after warm-up, and no slower (bench/, docs/performance.md).
         options.enable_mem_pattern = False
         # Busy-waiting ORT threads steal the cores that decode and HTTP need between runs.
         options.add_session_config_entry(

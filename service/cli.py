@@ -54,7 +54,7 @@ def _prepare(argv: list[str] | None) -> tuple[FastAPI, Settings] | int:
     argparse.ArgumentParser(
         prog="xception-serve",
         description="Serve an exported model over HTTP (POST /classify, POST /features).",
-        epilog="Configured only by XCEPTION_* environment variables; see the README.",
+        epilog="Configured only by XCEPTION_* environment variables; see docs/reference.md.",
     ).parse_args(argv)
     try:
         settings = Settings()

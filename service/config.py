@@ -67,7 +67,7 @@ class VersionPolicy:
 
 
 class Settings(BaseSettings):
-    """The service's configuration; defaults are documented in the README."""
+    """The service's configuration; defaults are documented in docs/reference.md."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = Field(1.5, gt=0.0)
     # Niceness added to the HTTP event loop (not to the model's or the decode threads). 0:
     # with Retry-After enforced (edge/pacing.py) a storm no longer costs the loop much, and
-    # a lowered loop answers refusals late (README, "Reliability"); raise it to favour
+    # a lowered loop answers refusals late (docs/reliability.md); raise it to favour
     # inference over HTTP when clients that do not pace themselves share a small machine.
     http_niceness: int = Field(0, ge=0, le=19)
     # The connection edge (uvicorn): slow or oversized requests are cut off.

@@ -185,7 +185,7 @@ def test_compose_validates_for_gpu_and_cpu_hosts() -> None:
         assert {p["target"] for p in service["ports"]} == {8000}
 
 
-def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
+def test_export_command_matches_the_dockerfile_and_the_docs() -> None:
     export = stages()["export"]
     command = exec_form(export, "ENTRYPOINT") + exec_form(export, "CMD")
     compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -194,8 +194,7 @@ def test_export_command_matches_the_dockerfile_and_the_readme() -> None:
     )
     # ${XCEPTION_EXPORT_ARGS:---weights imagenet} → "--weights imagenet"
     assert ["xception-export", *shlex.split(default_args)] == command
-    readme = (ROOT / "README.md").read_text()
-    deployment = readme[readme.index("## Deployment") :]
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
     assert shlex.join(command) in deployment
     assert "xception-serve" in deployment
     # What CI builds and runs (deploy/build-images.sh) and what only a Docker host checks.

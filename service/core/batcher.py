@@ -28,7 +28,7 @@ tracer = trace.get_tracer("service.batcher")
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # (max batch size, max batch delay ms) when the settings leave them unset, measured with
-# bench/ (README, "Speed"). CPU: batches do not raise a CPU's img/s, so never wait for
+# bench/ (docs/performance.md). CPU: batches do not raise a CPU's img/s, so never wait for
 # one: take what is queued (greedy). CUDA: batches are where a GPU's throughput comes from.
 BATCHING_DEFAULTS = {CPU_EP: (4, 0.0), CUDA_EP: (32, 5.0)}
 

@@ -2,7 +2,7 @@
 
 Under a storm of clients that retry at once after every 503, answering refusals is work
 without end: at the same priority, the event loop took a third of a 2-core machine from
-ONNX Runtime (README, "Reliability"). Linux schedules threads individually and a thread
+ONNX Runtime (docs/reliability.md). Linux schedules threads individually and a thread
 may lower its own priority without privileges, so the event loop thread lowers its own
 once the model's and the decode threads exist (threads inherit their creator's priority,
 and decoding feeds inference: lowered, it starved the engine at ordinary load).
@@ -11,7 +11,7 @@ When nothing competes, niceness changes nothing.
 Off by default since Retry-After is enforced (:mod:`service.edge.pacing`): storms that no
 longer cost the loop much left only the price of lowering it — on Linux's EEVDF scheduler a
 niced thread also runs later after waking, and the refusals of clients that honour
-Retry-After took a few hundred ms instead of tens (README, "Reliability").
+Retry-After took a few hundred ms instead of tens (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def test_class_folders_without_images_fail_clearly(tmp_path: Path) -> None:
 
 
 def test_classify_default_top_k_fits_a_three_class_model(tuned: Path) -> None:
-    """The README's cats-vs-dogs walkthrough ends with a plain /classify on a small model."""
+    """docs/export.md's cats-vs-dogs walkthrough ends with a plain /classify on a small model."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
