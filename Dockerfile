@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# Two images from one file. CI builds and runs both with buildah (deploy/build-images.sh: no
-# Docker engine runs where this project is built and tested), plus hadolint and compose config:
+# Two images from one file. CI builds and runs both through docker-compose.yml with a private
+# Docker Engine (deploy/compose-check.sh), after hadolint and compose config in the tests:
 #   export  — torch + timm: builds, fine-tunes and exports models (xception-export).
 #   runtime — the service only: ONNX Runtime GPU build + its CUDA 13 / cuDNN 9 pip wheels,
 #             no torch, no compilers; runs as a non-root user.

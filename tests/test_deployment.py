@@ -1,4 +1,5 @@
-"""Deployment files, checked statically (no Docker engine runs on these machines)."""
+"""Deployment files, checked statically, in seconds (CI then runs the compose deployment for
+real with a private Docker Engine: deploy/compose-check.sh)."""
 
 from __future__ import annotations
 
@@ -197,24 +198,48 @@ def test_export_command_matches_the_dockerfile_and_the_docs() -> None:
     deployment = (ROOT / "docs" / "deployment.md").read_text()
     assert shlex.join(command) in deployment
     assert "xception-serve" in deployment
-    # What CI builds and runs (deploy/build-images.sh) and what only a Docker host checks.
-    assert "deploy/build-images.sh" in deployment
+    # What CI runs for real (deploy/compose-check.sh), and what only a GPU host checks.
+    assert "deploy/compose-check.sh" in deployment
     assert "Not verified here" in deployment
 
 
-def test_image_names_agree_between_compose_and_the_build_script() -> None:
-    """deploy/build-images.sh tags the images with pyproject's version, as compose names them
-    (and Kubernetes, through test_k8s.py's tie to compose)."""
+def test_ci_runs_the_compose_commands_the_docs_show() -> None:
+    """The compose commands deploy/compose-check.sh runs (with docker-compose v1 or the v2
+    plugin) are, word for word, ones docs/deployment.md shows users."""
+    script = (ROOT / "deploy" / "compose-check.sh").read_text()
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    run = re.findall(r'"\$\{compose\[@\]\}" (--profile \w+ [^>|&\n]*?)\s*(?:>|\|\||&&|\n)', script)
+    shown = {
+        " ".join(line.split(" #")[0].split())  # a trailing comment is not part of the command
+        for line in re.findall(r"docker compose (.+)", deployment)
+    }
+    ran = {" ".join(args.replace("\\", " ").split()) for args in run}
+    assert {"--profile cpu up -d --build", "--profile cpu stop"} <= ran, ran
+    assert ran <= shown, sorted(ran - shown)
+
+
+def test_compose_builds_on_the_dockerfile_s_base() -> None:
+    """The base image compose passes to the build (XCEPTION_PYTHON_IMAGE, for a mirror or the
+    CI's stand-in) defaults to the Dockerfile's own."""
+    (line,) = [
+        ln for ln in (ROOT / "Dockerfile").read_text().splitlines() if "ARG PYTHON_IMAGE" in ln
+    ]
+    dockerfile_default = line.split("=", 1)[1]
+    compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for anchor in ("x-api", "x-export"):
+        arg = compose_file[anchor]["build"]["args"]["PYTHON_IMAGE"]
+        assert arg == f"${{XCEPTION_PYTHON_IMAGE:-{dockerfile_default}}}", anchor
+
+
+def test_image_names_carry_the_project_version() -> None:
+    """Compose tags the images it builds with pyproject's version (Kubernetes names them the
+    same way, through test_k8s.py's tie to compose)."""
     import tomllib
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for anchor, name in (("x-api", "xception-service"), ("x-export", "xception-export")):
         assert compose_file[anchor]["image"].endswith(f":-{name}:{version}}}"), anchor
-    script = (ROOT / "deploy" / "build-images.sh").read_text()
-    assert "localhost/xception-export:$tag" in script
-    assert "localhost/xception-service:$tag" in script
-    assert '["project"]["version"]' in script
 
 
 def test_dockerignore_keeps_models_and_venvs_out() -> None:
@@ -225,7 +250,7 @@ def test_dockerignore_keeps_models_and_venvs_out() -> None:
 
 
 def dockerignored(path: str, rules: list[str]) -> bool:
-    """Whether Docker/buildah leave ``path`` out of the build context: the last rule matching
+    """Whether Docker leaves ``path`` out of the build context: the last rule matching
     the path or one of its parent folders wins, ``!`` lets it back in."""
     parts = path.split("/")
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -239,7 +264,7 @@ def dockerignored(path: str, rules: list[str]) -> bool:
 
 def test_dockerignore_admits_every_file_the_dockerfile_copies() -> None:
     """A COPY whose files the context leaves out fails the build (CI builds the images with
-    deploy/build-images.sh; this says which file, in seconds)."""
+    deploy/compose-check.sh; this says which file, in seconds)."""
     rules = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
