@@ -10,9 +10,10 @@
 # /classify and /features answer through the published port (/features equal to
 # xception-features run outside the image, with --reference); the API runs as a non-root user,
 # without torch, in an image within its size budget; a rollout (`run export … --out
-# /models/xception/2`) takes traffic with no failed request; `stop` drains within the grace
-# period and the HEALTHCHECK then says no; the GPU profile's configuration is valid. The
-# engine, its containers, images, volumes and disk are removed at the end, whatever happens.
+# /models/xception/2`) takes traffic with no failed request; `stop` answers a request in
+# flight and drains within the grace period, and the HEALTHCHECK then says no; the GPU
+# profile's configuration is valid. The engine, its containers, images, volumes and disk are
+# removed at the end, whatever happens.
 # Needs root, dockerd (Debian: docker.io), docker-compose or `docker compose`, debootstrap,
 # python3 and curl.
 set -euo pipefail
@@ -179,9 +180,22 @@ sleep 2  # traffic flowing to version 1 first
 tail -1 "$scratch/rollout.log"
 wait "$traffic" || die "the rollout failed requests, or version 2 never answered"
 
+# A request in flight when `stop` comes (eight images: a second or more of inference here) is
+# answered, not cut off.
+uploads=()
+for _ in $(seq 8); do uploads+=(-F "file=@$photo"); done
+curl -sS -o "$scratch/in-flight.json" -w '%{http_code}' "${uploads[@]}" "$url/classify" \
+  >"$scratch/in-flight.status" 2>&1 &
+in_flight=$!
+sleep 0.5  # its body is on loopback by now: it is being decoded or run
 stop_started=$SECONDS
 "${compose[@]}" --profile cpu stop >/dev/null 2>&1
 stopped_in=$((SECONDS - stop_started))
+wait "$in_flight" || true
+[[ "$(cat "$scratch/in-flight.status")" == 200 ]] \
+  || die "the request in flight during stop got '$(cat "$scratch/in-flight.status")': $(head -c 300 "$scratch/in-flight.json")"
+python3 -c 'import json, sys; assert len(json.load(open(sys.argv[1]))["results"]) == 8' \
+  "$scratch/in-flight.json" || die "the request in flight during stop lost images"
 exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$api")"
 docker logs "$api" 2>&1 | grep -q "Application shutdown complete" || die "no clean shutdown after stop"
 # 137: Docker killed it at the end of the grace period; the drain did not finish in time.
@@ -189,4 +203,4 @@ docker logs "$api" 2>&1 | grep -q "Application shutdown complete" || die "no cle
 if docker run --rm --network none --entrypoint python "$image" -m service.healthcheck 2>/dev/null; then
   die "the HEALTHCHECK exits 0 with the server stopped"
 fi
-step "stop: drained and exited (status $exit_code) in ${stopped_in} s; the HEALTHCHECK now says no"
+step "stop: the request in flight answered (8 images), drained and exited (status $exit_code) in ${stopped_in} s; the HEALTHCHECK now says no"
