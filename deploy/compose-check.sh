@@ -141,8 +141,8 @@ import json, math, sys
 vector = json.load(open(sys.argv[1]))["results"][0]["features"]
 assert len(vector) == 2048 and all(map(math.isfinite, vector)) and any(vector)
 print("-- /features: 2048 finite values")' "$scratch/features.json" || die "/features"
-models="$(docker volume inspect -f '{{.Mountpoint}}' "${COMPOSE_PROJECT_NAME}_models")"
 if [[ -n "$reference" ]]; then
+  models="$(docker volume inspect -f '{{.Mountpoint}}' "${COMPOSE_PROJECT_NAME}_models")"
   mkdir "$scratch/photo" && cp "$photo" "$scratch/photo/"
   "$reference" "$scratch/photo" --model "$models/xception/1" --out "$scratch/reference.npy" \
     >/dev/null 2>&1 || die "$reference failed on the exported model"
@@ -164,6 +164,10 @@ if docker run --rm --network none --entrypoint python "$image" -c "import torch"
   die "torch is importable in $image"
 fi
 grep -q "No module named 'torch'" "$scratch/torch.log" || { cat "$scratch/torch.log" >&2; die "import torch failed for another reason"; }
+# The image's HEALTHCHECK command, run beside the server on the published port: 0 now, and
+# non-zero once the server is stopped (below).
+healthcheck=(docker run --rm --network host -e "XCEPTION_PORT=$port" --entrypoint python "$image" -m service.healthcheck)
+"${healthcheck[@]}" || die "the HEALTHCHECK command exits non-zero with the server up"
 size="$(docker image inspect -f '{{.Size}}' "$image")"
 python3 -c 'import sys; size, budget = int(sys.argv[1]) / 1e9, float(sys.argv[2]); sys.exit(
     f"{sys.argv[3]} is {size:.2f} GB, over its {budget} GB budget" if size > budget else
@@ -200,7 +204,7 @@ exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$api")"
 docker logs "$api" 2>&1 | grep -q "Application shutdown complete" || die "no clean shutdown after stop"
 # 137: Docker killed it at the end of the grace period; the drain did not finish in time.
 [[ "$exit_code" != 137 ]] || die "the API was killed after the grace period (${stopped_in} s)"
-if docker run --rm --network none --entrypoint python "$image" -m service.healthcheck 2>/dev/null; then
+if "${healthcheck[@]}" 2>/dev/null; then
   die "the HEALTHCHECK exits 0 with the server stopped"
 fi
 step "stop: the request in flight answered (8 images), drained and exited (status $exit_code) in ${stopped_in} s; the HEALTHCHECK now says no"

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from artifact.errors import was_interrupted
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -25,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepared = _prepare(argv)
     except BaseException as exc:  # a Ctrl-C may surface as another exception: see was_interrupted
-        from artifact.errors import was_interrupted
-
         if not was_interrupted(exc):
             raise
         print("xception-serve: interrupted while starting; nothing was served", file=sys.stderr)
