@@ -14,10 +14,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from artifact.engines.openvino_engine import cpu_bf16
 from artifact.layout import DEFAULT_MODEL_FOLDER
-from artifact.openvino_engine import cpu_bf16
 from artifact.preprocess import Preprocessor
-from artifact.runtime import EngineChoice, ModelRuntime, available_cores
+from artifact.runtime import EngineSetting, ModelRuntime, available_cores
 from bench.engine import raw_engine
 from bench.report import (
     ROOT,
@@ -29,7 +29,7 @@ from bench.report import (
     write_results,
 )
 
-ENGINES: tuple[EngineChoice, ...] = ("onnxruntime", "openvino")
+ENGINES: tuple[EngineSetting, ...] = ("onnxruntime", "openvino")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

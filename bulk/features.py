@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    parser.add_argument(
+        "--engine", choices=("auto", "onnxruntime", "openvino"), default="auto",
+        help="auto: the faster engine that can run the model, measured at load",
+    )  # fmt: skip
     return parser
 
 
@@ -116,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         model = model_file(args.model)
         if not model.is_file():
             raise FeaturesError(f"--model {str(args.model)!r}: no {MODEL_FILE} there")
-        runtime = ModelRuntime(model, args.device, available_cores())
+        runtime = ModelRuntime(
+            model, args.device, available_cores(), engine=args.engine,
+            trial_batch=args.batch_size,
+        )  # fmt: skip
         started = time.perf_counter()
         features, kept, skipped = extract(runtime, paths, args.batch_size)
         elapsed = time.perf_counter() - started

@@ -22,6 +22,7 @@ import numpy as np
 from artifact.card import ModelCard
 from artifact.errors import ImageError, ModelLoadError, was_interrupted
 from artifact.layout import CARD_FILE, DEFAULT_MODEL_FOLDER, model_file
+from artifact.model_file import read_model_file
 from artifact.preprocess import Preprocessor
 from artifact.repository import read_card_file
 from artifact.results import check_top_k, l2_normalize, top_k
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    parser.add_argument(
+        "--engine", choices=("auto", "onnxruntime", "openvino"), default="auto",
+        help="auto: the faster engine that can run the model, measured at load",
+    )  # fmt: skip
     add("--actors", type=int, default=None,
         help="inference actors (default: one per GPU; else CPUs ÷ cpus-per-actor)")  # fmt: skip
     add("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB,
@@ -86,7 +91,7 @@ def model_card(model: Path) -> ModelCard:
     """The card of a model folder (its model.json) or of a bare .onnx file (its metadata)."""
     if model.is_dir() and (model / CARD_FILE).is_file():
         return read_card_file(model)
-    return ModelRuntime(model_file(model), "cpu", 1).card
+    return read_model_file(model_file(model)).card
 
 
 def read_and_preprocess(batch: Batch, card: dict[str, Any]) -> Batch:
@@ -117,8 +122,20 @@ class OptionError(Exception):
 class Predictor:
     """Actor: one ONNX Runtime session, run on every batch of readable images."""
 
-    def __init__(self, model: str, device: str, threads: int, top_k: int, normalize: bool):
-        self.runtime = ModelRuntime(model_file(Path(model)), device, threads)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        model: str,
+        device: str,
+        engine: str,
+        threads: int,
+        top_k: int,
+        normalize: bool,
+        trial_batch: int,
+    ) -> None:
+        self.runtime = ModelRuntime(
+            model_file(Path(model)), device, threads, engine=engine,  # type: ignore[arg-type]
+            trial_batch=trial_batch,
+        )  # fmt: skip
         self.labels = self.runtime.card.labels
         self.top_k = check_top_k(top_k, self.runtime.card.num_classes)
         self.normalize = normalize
@@ -196,8 +213,9 @@ def run(options: argparse.Namespace) -> JobResult:
             memory=DECODE_MEMORY_BYTES,
         )
         settings = {"model": model, "device": "cuda" if on_gpu else "cpu",
-                    "threads": options.cpus_per_actor, "top_k": options.top_k,
-                    "normalize": options.normalize}  # fmt: skip
+                    "engine": options.engine, "threads": options.cpus_per_actor,
+                    "top_k": options.top_k, "normalize": options.normalize,
+                    "trial_batch": options.batch_size}  # fmt: skip
         dataset = dataset.map_batches(
             Predictor,
             fn_constructor_kwargs=settings,

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from artifact.errors import was_interrupted
+from artifact.errors import ModelLoadError, was_interrupted
 from artifact.layout import DEFAULT_MODEL_FOLDER, is_published
 from export.errors import ExportError
 from export.options import ExportOptions, TrainOptions
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         from export.pipeline import export_model
 
         export_model(_options(args))
-    except ExportError as exc:
+    except (ExportError, ModelLoadError) as exc:  # ModelLoadError: an engine refused the file
         print(f"xception-export: error: {exc}", file=sys.stderr)
         return 1
     except BaseException as exc:  # a Ctrl-C may surface as another exception: see was_interrupted

@@ -107,7 +107,7 @@ def compare(
     """Top-1 agreement and feature cosine similarity of ``variant`` vs ``fp32`` on ``images``
     (the reference on the CPU with ONNX Runtime; the variant where and how it will be served:
     the GPU when present, the engine its card names)."""
-    reference = ModelRuntime(fp32, "cpu", card=card)
+    reference = ModelRuntime(fp32, "cpu", card=card, engine="onnxruntime")
     candidate = ModelRuntime(variant, "auto", card=variant_card)
     agree, cosines = [], []
     for start in range(0, len(images), CALIBRATION_BATCH):
@@ -137,8 +137,8 @@ def variant_card(card: ModelCard, precision: Precision) -> ModelCard:
 
 def check_bf16_possible() -> None:
     """Refuse a bf16 export in one line where it cannot run (before minutes of work)."""
+    from artifact.engines.openvino_engine import ALTERNATIVES, cpu_bf16, openvino_module
     from artifact.errors import ModelLoadError
-    from artifact.openvino_engine import ALTERNATIVES, cpu_bf16, openvino_module
 
     try:
         openvino_module()

@@ -20,7 +20,7 @@ def arguments() -> argparse.Namespace:
 
 
 def load(model: Path) -> tuple[ModelRuntime, Preprocessor]:
-    runtime = ModelRuntime(model / "model.onnx", "cpu", available_cores())
+    runtime = ModelRuntime(model / "model.onnx", "cpu", available_cores(), engine="onnxruntime")
     return runtime, Preprocessor.for_card(runtime.card, max_pixels=40_000_000)
 
 

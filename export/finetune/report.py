@@ -104,7 +104,7 @@ class FineTuneReport:
 def evaluate(onnx_path: Path, card: ModelCard, report: FineTuneReport) -> None:
     """Test-split metrics from ONNX Runtime on the CPU, into ``report.test``."""
     paths = [path for path, _ in report.test_samples]
-    runtime = ModelRuntime(onnx_path, "cpu", card=card)
+    runtime = ModelRuntime(onnx_path, "cpu", card=card, engine="onnxruntime")
     probabilities, _, _, skipped = run_folder(
         runtime, paths, Preprocessor.for_local_files(card), EVAL_BATCH
     )

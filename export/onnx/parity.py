@@ -30,7 +30,9 @@ def check_parity(
     with torch.inference_mode():
         torch_probs, torch_feats = (t.numpy() for t in model(torch.from_numpy(batch)))
     # The card is not embedded yet: the runtime is given the one this export will write.
-    ort_probs, ort_feats = ModelRuntime(onnx_path, "cpu", card=card).run(batch)
+    ort_probs, ort_feats = ModelRuntime(onnx_path, "cpu", card=card, engine="onnxruntime").run(
+        batch
+    )
     for name, got, want in (
         ("probabilities", ort_probs, torch_probs),
         ("features", ort_feats, torch_feats),

@@ -71,11 +71,25 @@ class RepositoryCollector(Collector):
             labels=[*labels, "reason"],
         )
         batch_size = HistogramMetricFamily("xception_batch_size", "Images per batch", labels=labels)
+        engine = GaugeMetricFamily(
+            "xception_engine_info",
+            "1 for the engine serving each loaded version, and how it was chosen",
+            labels=[*labels, "engine", "how"],
+        )
+        trial = GaugeMetricFamily(
+            "xception_engine_trial_images_per_second",
+            "Each engine's speed in the load-time trial that chose the serving engine",
+            labels=[*labels, "engine"],
+        )
         for (name, version), entry in sorted(self.repository.versions.items()):
             state.add_metric([name, version, entry.state], 1)
             if entry.service is None:
                 continue
             batcher = entry.service.batcher
+            choice = entry.service.runtime.choice
+            engine.add_metric([name, version, choice.engine, choice.how], 1)
+            for measured, rate in choice.images_per_s.items():
+                trial.add_metric([name, version, measured], rate)
             counts = {**batcher.stats.counters(), "queue_depth": batcher.queue_depth}
             for key, family in families.items():
                 family.add_metric([name, version], counts[key])
@@ -87,6 +101,8 @@ class RepositoryCollector(Collector):
         yield from families.values()
         yield rejected
         yield batch_size
+        yield engine
+        yield trial
 
 
 def _histogram(

@@ -34,9 +34,10 @@ BYTES_INPUT = "image_bytes"
 PLATFORM = "onnx_onnxv1"
 
 
-def model_metadata(card: ModelCard, versions: list[str]) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: the inputs and outputs, with -1 for the batch axis, and the
-    model's ``versions`` ready to serve."""
+def model_metadata(card: ModelCard, versions: list[str], engine: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the inputs and outputs, with -1 for the batch axis, the
+    model's ``versions`` ready to serve, and (beyond the protocol's fields, which clients
+    ignore) the ``engine`` that runs it and how it was chosen."""
     height, width = card.input_size
     return {
         "name": card.name,
@@ -50,6 +51,7 @@ def model_metadata(card: ModelCard, versions: list[str]) -> dict[str, Any]:
             {"name": OUTPUT_NAMES[0], "datatype": "FP32", "shape": [-1, card.num_classes]},
             {"name": OUTPUT_NAMES[1], "datatype": "FP32", "shape": [-1, card.num_features]},
         ],
+        "engine": engine,
     }
 
 

@@ -81,6 +81,8 @@ def runtime_info(service: InferenceService, settings: Settings) -> dict[str, Any
     stats = service.batcher.stats
     return {
         "provider": service.runtime.provider,
+        # Which engine, how it was chosen (forced, the only one, or measured here: the figures).
+        "engine": {**service.runtime.choice.describe(), **service.runtime.engine.describe()},
         "model_file": str(service.runtime.path),
         "warmup_seconds": service.warmup_seconds,
         "batching": {

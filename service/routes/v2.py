@@ -85,7 +85,7 @@ async def metadata(service: PathServedDep, repository: RepositoryDep) -> dict[st
     """Inputs and outputs with datatypes and shapes (-1: the batch axis); the ready versions."""
     name = service.card.name
     ready_versions = [entry.version for entry in repository.of(name) if entry.state == "ready"]
-    return model_metadata(service.card, ready_versions)
+    return model_metadata(service.card, ready_versions, service.runtime.choice.describe())
 
 
 @for_both_model_paths("GET", V2_READY)

@@ -27,10 +27,13 @@ def image_bytes(name: str) -> bytes:
 
 
 def make_settings(model: Path | None, **overrides: Any) -> Settings:
-    """Test settings: CPU, small batches (quick warm-up), everything else as given
-    (``model`` None: repository mode, ``model_repository=`` among the overrides)."""
+    """Test settings: CPU, small batches (quick warm-up), ONNX Runtime forced (no load-time
+    engine trial: a few seconds per app; the shared ``client`` and tests/service/
+    test_engine_setting.py run the default, ``auto``), everything else as given (``model``
+    None: repository mode, ``model_repository=`` among the overrides)."""
     values: dict[str, Any] = {
         "device": "cpu",
+        "engine": "onnxruntime",
         "max_batch_size": 4,
         "max_batch_delay_ms": 20,
         "ort_threads": 2,
@@ -51,8 +54,10 @@ def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
 
 @pytest.fixture(scope="session")
 def client(exported_model: Path) -> Iterator[TestClient]:
-    """A ready app with default limits (shared: tests must not change its state)."""
-    with TestClient(create_app(make_settings(exported_model, max_files=8))) as test_client:
+    """A ready app with default limits and the default engine choice (``auto``: measured at
+    load); shared: tests must not change its state."""
+    settings = make_settings(exported_model, max_files=8, engine="auto")
+    with TestClient(create_app(settings)) as test_client:
         wait_ready(test_client)
         yield test_client
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from artifact.runtime import CPU_EP, ModelLoadError, ModelRuntime, cuda_device_count
+from artifact.errors import ModelLoadError
+from artifact.runtime import CPU_EP, ModelRuntime, cuda_device_count
 from service.config import unknown_variables
 
 NO_GPU = cuda_device_count()[0] == 0
@@ -32,7 +33,8 @@ def test_auto_on_a_cpu_host_picks_cpu_quietly(exported_model: Path) -> None:
     code = (
         "import logging; logging.basicConfig(level='INFO')\n"
         "from artifact.runtime import ModelRuntime\n"
-        f"print(ModelRuntime({str(exported_model / 'model.onnx')!r}, 'auto').provider)\n"
+        f"print(ModelRuntime({str(exported_model / 'model.onnx')!r}, 'auto', "
+        "engine='onnxruntime').provider)\n"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
