@@ -16,12 +16,12 @@ from bench.peers.common import arguments, load, top5
 
 
 class Xception(ls.LitAPI):
-    def __init__(self, model: Path, **options: Any) -> None:
+    def __init__(self, model: Path, engine: str, **options: Any) -> None:
         super().__init__(**options)
-        self.model = model
+        self.model, self.engine = model, engine
 
     def setup(self, device: str) -> None:
-        self.runtime, self.preprocess = load(self.model)
+        self.runtime, self.preprocess = load(self.model, self.engine)
 
     def decode_request(self, request: dict[str, str]) -> np.ndarray:
         return self.preprocess(base64.b64decode(request["image"]), "upload")
@@ -41,6 +41,8 @@ class Xception(ls.LitAPI):
 
 if __name__ == "__main__":
     args = arguments()
-    api = Xception(args.model, max_batch_size=4, batch_timeout=0.01, api_path="/classify")
+    api = Xception(
+        args.model, args.engine, max_batch_size=4, batch_timeout=0.01, api_path="/classify"
+    )
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
     server.run(port=args.port, generate_client_file=False, log_level="warning")

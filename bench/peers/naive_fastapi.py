@@ -10,7 +10,7 @@ from fastapi import FastAPI, UploadFile
 from bench.peers.common import arguments, load, top5
 
 args = arguments()
-runtime, preprocess = load(args.model)
+runtime, preprocess = load(args.model)  # ONNX Runtime, as its name says
 app = FastAPI()
 
 

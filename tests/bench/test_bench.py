@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from artifact.engines.openvino_engine import cpu_bf16
 from bench.run import main
 
 
@@ -72,6 +75,8 @@ def test_engines_benchmark_compares_both_engines_with_the_cpu_flags(
     results = json.loads(json_file.read_text())
     providers = [row["provider"] for row in results["rows"]]
     assert providers[:2] == ["CPUExecutionProvider", "OpenVINO CPU (fp32)"]
+    # bf16 is measured where the CPU has it (it crashed on OpenVINO's precision check there).
+    assert ("OpenVINO CPU (bf16)" in providers) == cpu_bf16()[0]
     assert results["rows"][0]["ratio_to_ort_fp32"] == 1.0
     assert results["openvino"] and "cpu_flags" in results
     markdown = json_file.with_suffix(".md").read_text()
@@ -89,11 +94,21 @@ def test_peers_benchmark_drives_every_server_with_the_same_load(
     (json_file,) = tmp_path.glob("*-peers.json")
     results = json.loads(json_file.read_text())
     rows = {row["server"]: row for row in results["rows"]}
-    assert set(rows) == {"xception-serve", "naive FastAPI + ORT", "LitServe"}
+    assert set(rows) == {
+        "xception-serve", "naive FastAPI + ORT", "naive FastAPI + OpenVINO", "LitServe", "Mosec"
+    }  # fmt: skip
     for row in rows.values():  # every peer answered every request with 200
         assert row["errors"] == 0 and row["requests"] == 6 and row["images_per_s"] > 0
     assert rows["xception-serve"]["ratio_to_ours"] == 1.0
-    assert "flags:" in json_file.with_suffix(".md").read_text()
+    # The decode-inclusive bound: the raw rate and the decode CPU sharing the cores.
+    raw, decode_s = results["raw_best_images_per_s"], results["decode"]["ms_mean"] / 1000
+    cores = results["cores"]
+    bound = results["decode_inclusive_bound_images_per_s"]
+    assert bound == pytest.approx(1 / (1 / raw + decode_s / cores)) and bound < raw
+    assert results["raw_engine_choice"]["how"] == "measured"
+    assert results["served_engine"]["how"] == "measured"
+    markdown = json_file.with_suffix(".md").read_text()
+    assert "flags:" in markdown and "decode-inclusive bound" in markdown
 
 
 def test_top_frames_counts_self_and_inclusive_shares_per_thread_kind() -> None:
