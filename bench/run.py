@@ -9,6 +9,7 @@ concurrency → table with the ratio service ÷ raw engine → JSON + Markdown i
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -216,8 +217,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(folder: Path, results: dict[str, Any], label: str) -> None:
-    name = (
-        f"{results['provider'].replace('ExecutionProvider', '').lower()}-"
-        f"{results['model']['precision']}{'-' + label if label else ''}"
+    # "OpenVINO CPU (bf16)" → "openvino-cpu-bf16": file names without spaces or brackets.
+    provider = re.sub(
+        r"[^a-z0-9]+", "-", results["provider"].replace("ExecutionProvider", "").lower()
     )
+    name = f"{provider.strip('-')}-{results['model']['precision']}{'-' + label if label else ''}"
     write_files(folder, results, name, markdown)
