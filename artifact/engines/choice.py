@@ -138,14 +138,17 @@ def load_engine(
             engines[name] = open_engine(name, path, card, options)
         except ModelLoadError as exc:
             failures.append(exc)
+            continue
+        if engines[name].provider == "CUDAExecutionProvider":
+            break  # a GPU: OpenVINO would only take the CPU (see below); not even loaded
     if not engines:
         raise failures[0]  # ONNX Runtime's reason: the file itself
     only = next(iter(engines.values()))
+    if only.provider == "CUDAExecutionProvider":
+        return only, EngineChoice(only.name, "only", "ONNX Runtime runs it on the GPU")
     if failures:
         logger.warning("%s runs on %s only: %s", path, only.name, failures[0])
         return only, EngineChoice(only.name, "only", f"the other engine failed: {failures[0]}")
-    if only.provider == "CUDAExecutionProvider":  # a GPU: OpenVINO would take the CPU instead
-        return only, EngineChoice(only.name, "only", "ONNX Runtime runs it on the GPU")
     height, width = card.input_size
     trial_batch = min(trial_batch, MAX_TRIAL_BATCH)
     pixels = np.random.default_rng(0).integers(0, 256, (trial_batch, height, width, 3), np.uint8)
