@@ -67,7 +67,10 @@ def test_a_forced_engine_is_named_as_forced(exported_model: Path) -> None:
     with TestClient(create_app(make_settings(exported_model, engine="onnxruntime"))) as forced:
         wait_ready(forced)
         engine = forced.get("/v1/models").json()["runtime"]["engine"]
+        scrape = forced.get("/metrics").text
     assert engine["engine"] == "onnxruntime" and engine["how"] == "forced"
+    assert 'engine="onnxruntime",how="forced",model="xception"' in scrape
+    assert "xception_engine_trial_images_per_second{" not in scrape  # nothing was measured
     assert engine["why"] == "XCEPTION_ENGINE=onnxruntime" and "images_per_s" not in engine
 
 
