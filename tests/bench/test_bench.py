@@ -31,7 +31,8 @@ def test_benchmark_writes_its_results(exported_model: Path, tmp_path: Path) -> N
         "smoke",
     ]
     assert main(args) == 0
-    (json_file,) = tmp_path.glob("*-cpu-fp32-smoke.json")
+    # Named after the engine the loader measured faster: cpu-… (ORT) or openvino-cpu-….
+    (json_file,) = tmp_path.glob("*cpu*-fp32-smoke.json")
     results = json.loads(json_file.read_text())
     assert [r["batch_size"] for r in results["raw_engine"]] == [1, 2]
     # Both protocols at each concurrency: multipart /classify and binary v2 infer.

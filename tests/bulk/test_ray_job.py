@@ -80,8 +80,10 @@ def test_bulk_matches_single_process_and_resumes(
     assert len(again) == 7 and ds.dataset(str(out), format="parquet").count_rows() == 7
     np.testing.assert_allclose(
         again[str(source / "chelsea-again.jpg")]["features"],
-        again[str(source / "chelsea.jpg")]["features"], rtol=1e-5,
-    )  # fmt: skip
+        again[str(source / "chelsea.jpg")]["features"],
+        rtol=1e-5,
+        atol=1e-5,
+    )  # each run measures its engine: fp32 ORT and OpenVINO differ by ~1e-12 near 0
 
 
 def test_sources_folder_glob_and_lists(source: Path, tmp_path: Path) -> None:
