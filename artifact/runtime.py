@@ -68,6 +68,11 @@ class ModelRuntime:
         options = EngineOptions(device=device, threads=self._threads, spinning=spinning)
         self.engine: Engine
         self.choice: EngineChoice
+        # Said first: with engine auto the load times both engines (seconds on a small CPU).
+        logger.info(
+            "loading %s (%s, %s): device %s, engine %s", path, self.card.arch,
+            self.card.precision, device, engine,
+        )  # fmt: skip
         self.engine, self.choice = load_engine(path, self.card, options, engine, trial_batch)
         self.provider = self.engine.provider
         if self.card.inference_precision != "fp32" and self.engine.name != "openvino":

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,29 +53,58 @@ def _interrupted_import(*_args: object, **_kwargs: object) -> None:
         raise ImportError("initialization failed") from exc
 
 
+def _interrupted_implicitly(*_args: object, **_kwargs: object) -> None:
+    """The same, raised while handling the KeyboardInterrupt without ``from``: Python links
+    the two by ``__context__`` only (no ``__cause__``)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed")  # noqa: B904 - the implicit chain is the case
+
+
+def test_was_interrupted_follows_both_chains_and_stops_at_a_loop() -> None:
+    from artifact.errors import was_interrupted
+
+    for raiser in (_interrupted_import, _interrupted_implicitly):
+        with pytest.raises(ImportError) as raised:
+            raiser()
+        assert was_interrupted(raised.value), raiser.__name__
+    looped = ValueError("a")
+    looped.__context__ = ValueError("b")
+    looped.__context__.__context__ = looped  # a chain that loops back on itself
+    assert not was_interrupted(looped)
+    assert not was_interrupted(ImportError("a plain failure"))
+
+
 class _InterruptedFinder(importlib.abc.MetaPathFinder):
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, raiser: Callable[..., None]) -> None:
+        self.name, self.raiser = name, raiser
 
     def find_spec(self, fullname: str, *_args: object) -> None:
         if fullname == self.name:
-            _interrupted_import()
+            self.raiser()
 
 
+@pytest.mark.parametrize(
+    "raiser", [_interrupted_import, _interrupted_implicitly], ids=["from", "implicit"]
+)
 def test_a_ctrl_c_that_surfaces_as_an_import_error_is_still_130(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    raiser: Callable[..., None],
 ) -> None:
     import export.cli
     import export.pipeline
     import service.cli
     from bulk import ray_job
 
-    monkeypatch.setattr(service.cli, "_prepare", _interrupted_import)
+    monkeypatch.setattr(service.cli, "_prepare", raiser)
     assert service.cli.main([]) == 130
-    monkeypatch.setattr(export.pipeline, "export_model", _interrupted_import)
+    monkeypatch.setattr(export.pipeline, "export_model", raiser)
     assert export.cli.main(["--weights", "none", "--out", str(tmp_path / "m" / "1")]) == 130
     monkeypatch.delitem(sys.modules, "ray", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [_InterruptedFinder("ray"), *sys.meta_path])
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedFinder("ray", raiser), *sys.meta_path])
     assert ray_job.main([str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path)]) == 130
     said = capsys.readouterr().err.splitlines()
     assert said == [

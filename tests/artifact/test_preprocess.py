@@ -108,11 +108,18 @@ def test_palette_with_transparency_on_white() -> None:
     assert (out == 255).all()
 
 
-def test_sixteen_bit_png_scales_to_eight_bits() -> None:
-    values = np.full((10, 20), 65535, dtype=np.uint16)
-    values[:, 10:] = 32896  # 128 × 257
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [(65535, 255), (32896, 128), (65280, 254), (25828, 100), (1, 1)],
+    ids=["white", "128x257", "255x256", "100x257+128", "8-bit-range"],
+)
+def test_sixteen_bit_png_scales_to_eight_bits_by_1_257(level: int, expected: int) -> None:
+    """65535 → 255 is 1/257, exactly. The 3rd and 4th levels are where 1/256 rounds one step
+    higher (65280/256 = 255, 25828/256 = 100.9); white and 128 × 257 agree under both. A
+    16-bit image whose levels all fit in 8 bits keeps them (it is not a [0, 1] float image)."""
+    values = np.full((10, 20), level, dtype=np.uint16)
     out = tiny()(encode(Image.fromarray(values), "PNG"))
-    assert (out[:, :4] == 255).all() and (out[:, 4:] == 128).all()
+    assert (out == expected).all(), np.unique(out)
 
 
 def test_cmyk_jpeg() -> None:
@@ -370,3 +377,28 @@ def test_transparency_is_composited_on_white_exactly_as_pillow_composites() -> N
     grey = Image.fromarray(values[..., [0, 3]].copy(), "LA")
     grey_reference = Image.alpha_composite(white, grey.convert("RGBA")).convert("RGB")
     assert (np.asarray(to_rgb(grey)) == np.asarray(grey_reference)).all()
+
+
+def test_list_images_finds_image_files_only(tmp_path: Path) -> None:
+    """Recursive and sorted; not a folder named like an image, not a hidden file (macOS's
+    ``._x.jpg``), not another extension; the suffix in any case."""
+    from artifact.images import list_images
+
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "folder.jpg").mkdir()
+    for name in ("a.JPG", "b/deep/c.png", "b/._c.png", ".DS_Store", "notes.txt", "b/d.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert found == ["a.JPG", "b/d.webp", "b/deep/c.png"]
+
+
+def test_the_aspect_ratio_of_a_one_pixel_high_image_is_its_width() -> None:
+    """150×1 is 150:1, over a 100:1 limit; 150×2 is 75:1, under it."""
+    from artifact.images import open_image
+
+    def png(width: int, height: int) -> bytes:
+        return encode(Image.new("RGB", (width, height)), "PNG")
+
+    with pytest.raises(UnsupportedAspectRatio, match=r"150\.0:1"):
+        open_image(png(150, 1), "thin.png", 10_000, 100.0)
+    assert open_image(png(150, 2), "thin.png", 10_000, 100.0).size == (150, 2)

@@ -210,6 +210,13 @@ def test_batcher_answers_every_caller_when_a_batch_fails() -> None:
         first = batcher.submit(images, deadline)
         results = await asyncio.gather(*first, return_exceptions=True)
         assert all(isinstance(r, BatchFailed) for r in results)
+        # The failed batch no longer counts as running: at a measured 0.5 s per image, its 3
+        # images left "in flight" would be 1.5 s ahead, past the 1 s bound, and admission would
+        # refuse every request from now on.
+        assert batcher.in_flight == 0
+        batcher.stats.seconds_per_image = 0.5
+        control = AdmissionControl(batcher, max_queue=100, max_wait_s=1.0)
+        control.admit().release()
         second = await asyncio.gather(*batcher.submit(images, deadline))
         assert [float(p[0]) for p, _ in second] == [0.0, 1.0, 2.0]  # rows in order
         assert batcher.stats.failed_batches == 1 and batcher.stats.batches == 1
@@ -343,10 +350,14 @@ def test_retry_after_header_follows_the_expected_wait(exported_model: Path) -> N
         service.batcher.stats.seconds_per_image = 1.5  # as if the model had slowed down
         held = [service.admission.admit(), service.admission.admit()]
         assert all(isinstance(ticket, Ticket) for ticket in held)
+        version = app.app.state.repository.resolve(None, None)  # type: ignore[attr-defined]
         response = app.post("/classify", files=files(("cat.jpg", CAT)))
         assert_envelope(response, 503, "overloaded")
         # 2 images ahead × 1.5 s = 3 s; 3 − 1.5 + 1.5 (its own image) = 3 whole seconds.
         assert response.headers["Retry-After"] == "3"
+        # Refused by admission: its hold on the version is given back (else the next unload
+        # or SIGTERM waits out the whole drain for requests long answered).
+        assert version.leases == 0
         for ticket in held:
             ticket.release()
         assert app.post("/classify", files=files(("cat.jpg", CAT))).status_code == 200
@@ -432,5 +443,24 @@ def test_a_client_back_before_its_retry_after_is_held_until_then() -> None:
         started = time.monotonic()
         await pacing.hold(eager, stop)
         assert time.monotonic() - started < 0.1
+
+    asyncio.run(scenario())
+
+
+def test_a_retry_after_longer_than_the_cap_holds_only_the_cap() -> None:
+    """Told to wait 8 s, a client that comes back at once is held 5 s (MAX_HOLD_S, the most a
+    request is held unread), not 8: answered in time for its own timeouts."""
+    from service.edge.pacing import MAX_HOLD_S, RetryAfterPacing
+
+    assert MAX_HOLD_S == 5.0  # what docs/reference.md states ("at most 5 s")
+
+    async def scenario() -> None:
+        pacing, stop = RetryAfterPacing(), asyncio.Event()
+        eager = {"client": ("10.0.0.1", 5001)}
+        pacing.refused(eager, 8)
+        started = time.monotonic()
+        held = await pacing.hold(eager, stop)
+        waited = time.monotonic() - started
+        assert held == pytest.approx(5.0, abs=0.05) and 4.9 <= waited < 6.0, (held, waited)
 
     asyncio.run(scenario())

@@ -5,6 +5,8 @@ remote does is a 500, and a redirect is never followed (not even to an allowed h
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import socketserver
 import threading
 import time
@@ -12,13 +14,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench.loadgen import ServiceProcess
 from tests.service.conftest import image_bytes, live_service
 
 URL_TIMEOUT_S = 1.0
 PNG = image_bytes("coffee.png")
+MAX_UPLOAD_MB = 1
+
+
+def _noise_png(megabytes: int) -> bytes:
+    """A valid PNG of about ``megabytes`` MiB (noise does not compress): served whole, it
+    would be decoded and answered 200, so only the size limit makes it a 413."""
+    side = int((megabytes * 1024 * 1024 / 3) ** 0.5) + 8
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+HUGE_PNG = _noise_png(3)
 
 
 class Remote(socketserver.ThreadingTCPServer):
@@ -61,6 +79,12 @@ class _Handler(socketserver.StreamRequestHandler):
             self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\nnot http at all\r\n")
         elif path == "/chunks":
             self.wfile.write(head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nbroken\r\n")
+        elif path == "/huge.png":  # 3 MiB (the limit is 1), sent 64 KB at a time
+            self.wfile.write(head + b"Content-Length: %d\r\n\r\n" % len(HUGE_PNG))
+            with contextlib.suppress(OSError):  # the service hangs up once past its limit
+                for start in range(0, len(HUGE_PNG), 64 * 1024):
+                    self.wfile.write(HUGE_PNG[start : start + 64 * 1024])
+                    self.wfile.flush()
         elif path == "/redirect":
             self.wfile.write(
                 b"HTTP/1.1 302 Found\r\nLocation: /ok.png\r\nContent-Length: 0\r\n\r\n"
@@ -80,7 +104,8 @@ def remote() -> Iterator[Remote]:
 @pytest.fixture(scope="module")
 def service(exported_model: Path, remote: Remote) -> Iterator[ServiceProcess]:
     settings = {"device": "cpu", "url_hosts": "127.0.0.1", "url_timeout_s": URL_TIMEOUT_S,
-                "request_timeout_s": 20, "max_queue_wait_s": 60}  # fmt: skip
+                "request_timeout_s": 20, "max_queue_wait_s": 60,
+                "max_upload_mb": MAX_UPLOAD_MB}  # fmt: skip
     with live_service(exported_model, settings) as live:
         yield live
 
@@ -152,3 +177,16 @@ def test_a_url_beside_base64_keeps_input_order(service: ServiceProcess, remote: 
     vectors = [item["embedding"] for item in response.json()["data"]]
     assert response.status_code == 200 and len(vectors) == 2
     assert max(abs(a - b) for a, b in zip(*vectors, strict=True)) < 1e-5  # the same image
+
+
+def test_a_url_image_over_the_size_limit_is_413_not_fetched_whole(
+    service: ServiceProcess, remote: Remote
+) -> None:
+    """The limit is on the total fetched, not on each chunk: a 3 MiB image sent in 64 KB
+    pieces, past the 1 MiB limit, is refused with 413 (fetched whole, it would decode: 200)."""
+    assert len(HUGE_PNG) > 2 * MAX_UPLOAD_MB * 1024 * 1024
+    response, seconds = embed(service, [f"{remote.url}/huge.png"])
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "upload_too_large" and "larger than 1,048,576 bytes" in error["message"]
+    assert seconds < URL_TIMEOUT_S + 1.0

@@ -354,3 +354,21 @@ def test_numbers_and_structure_of_any_kind_are_400(
     response = httpx.post(url, content=body, headers=headers, timeout=60)
     assert response.status_code == 400, response.text
     assert isinstance(response.json()["error"], str)
+
+
+def test_a_header_length_equal_to_the_body_is_a_json_only_request(server: ServiceProcess) -> None:
+    """``Inference-Header-Content-Length`` may cover the whole body (JSON only, no binary
+    section): served. One byte more than the body is the 400 — the bound is exact."""
+    body = json.dumps({"inputs": [{
+        "name": "image_bytes", "shape": [1], "datatype": "BYTES",
+        "data": [base64.b64encode(image_bytes("chelsea.jpg")).decode()],
+    }]}).encode()  # fmt: skip
+    url = f"{server.url}/v2/models/xception/infer"
+    for length, status in ((len(body), 200), (len(body) + 1, 400), (len(body) - 1, 400)):
+        headers = {"Inference-Header-Content-Length": str(length)}
+        response = httpx.post(url, content=body, headers=headers, timeout=60)
+        assert response.status_code == status, (length, len(body), response.text)
+    assert "is not a length within the" in httpx.post(
+        url, content=body, headers={"Inference-Header-Content-Length": str(len(body) + 1)},
+        timeout=60,
+    ).json()["error"]  # fmt: skip
