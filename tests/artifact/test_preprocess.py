@@ -402,3 +402,13 @@ def test_the_aspect_ratio_of_a_one_pixel_high_image_is_its_width() -> None:
     with pytest.raises(UnsupportedAspectRatio, match=r"150\.0:1"):
         open_image(png(150, 1), "thin.png", 10_000, 100.0)
     assert open_image(png(150, 2), "thin.png", 10_000, 100.0).size == (150, 2)
+
+
+def test_a_float_image_past_1_is_taken_as_8_bit_levels() -> None:
+    """Only a float image within [0, 1] is scaled by 255: one whose largest value is 1.5 holds
+    levels already (1.5 → 2, not 255)."""
+    from artifact import images
+
+    values = np.array([[0.0, 0.4, 1.0, 1.5]], dtype=np.float32)
+    converted = images.rgb_grey_or_transparent(Image.fromarray(values, mode="F"))
+    assert np.asarray(converted).tolist() == [[0, 0, 1, 2]]

@@ -225,6 +225,25 @@ def test_batcher_answers_every_caller_when_a_batch_fails() -> None:
     asyncio.run(scenario())
 
 
+def test_the_batch_delay_waits_for_images_that_arrive_within_it() -> None:
+    """max_delay_s 0.5: an image queued 0.1 s after the first joins its batch (one batch of
+    2); a batcher that did not wait would run two batches of 1."""
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(run_rows, max_batch_size=4, max_delay_s=0.5)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        image = np.zeros((2, 2, 3), dtype=np.uint8)
+        first = batcher.submit([image], loop.time() + 10)
+        await asyncio.sleep(0.1)
+        second = batcher.submit([image], loop.time() + 10)
+        await asyncio.gather(*first, *second)
+        assert batcher.stats.batch_sizes == {2: 1}
+        await batcher.close(timeout_s=5)
+
+    asyncio.run(scenario())
+
+
 def test_batcher_skips_cancelled_and_expired() -> None:
     async def scenario() -> None:
         batcher = DynamicBatcher(run_rows, max_batch_size=8, max_delay_s=0.05)
