@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         portal = client.portal
         assert portal is not None
         version = app.state.repository.resolve(None, None)
-        version.service.batcher.stats.seconds_per_image = 1e6
-        version.service.admission.admit()  # one image ahead, for ever: every inference refused
+        version.inference.batcher.stats.seconds_per_image = 1e6
+        version.inference.admission.admit()  # one image ahead, for ever: every inference refused
         cases = {
             "probe": request("GET", f"/v2/models/{version.name}/ready"),
             "refusal": request("POST", "/classify", body=BODY),

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from artifact.batches import run_folder
-from artifact.errors import ModelLoadError
+from artifact.errors import ModelLoadError, was_interrupted
 from artifact.images import list_images
 from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
 from artifact.preprocess import Preprocessor
@@ -133,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FeaturesError, ModelLoadError) as exc:
         print(f"xception-features: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: the shells' status for it, without a traceback
-        print("xception-features: interrupted", file=sys.stderr)
+    except BaseException as exc:  # Ctrl-C, or an error it caused: see was_interrupted
+        if not was_interrupted(exc):
+            raise
+        # On a line of its own even when the Ctrl-C came while the bar was being drawn
+        # (before its `with` could close it): tqdm.write clears the bars still open first.
+        tqdm.write("xception-features: interrupted", file=sys.stderr)  # the shells' 130
         return 130
     print(
         f"wrote {len(kept)} × {features.shape[1]} features to {', '.join(map(str, written))} "

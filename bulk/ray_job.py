@@ -251,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, ModelLoadError, OptionError) as exc:
         print(f"xception-bulk: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: the shells' status for it, without a traceback
-        print("xception-bulk: interrupted", file=sys.stderr)
+    except BaseException as exc:  # Ctrl-C, or an error it caused: see was_interrupted
+        if not was_interrupted(exc):
+            raise
+        print("xception-bulk: interrupted", file=sys.stderr)  # the shells' status, no traceback
         return 130
     rate = f" in {seconds:.1f}s ({written / seconds:.1f} img/s)" if written else ""
     print(f"wrote {written} rows to {options.out}{rate}; {skipped} already there, skipped")

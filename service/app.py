@@ -29,7 +29,7 @@ from service.routes import repository as repository_routes
 from service.web import pages
 from service.web.pages import DOCS_ASSETS, PageHeaders
 
-logger = logging.getLogger("service.app")
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> FastAPI:
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.settings = settings
     app.state.registry = registry
     app.state.drain = drain
+    pages.declare_api_docs_public(app)
     install_error_handlers(app)
     tracing = setup_tracing(app)
     app.include_router(inference.router)
@@ -91,7 +92,12 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     # alone) → the body's time limit → its size limit → the routes.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s, drain=drain)
-    app.add_middleware(RequestGate, repository=lambda: app.state.repository, settings=settings)
+    app.add_middleware(
+        RequestGate,
+        repository=lambda: app.state.repository,
+        routes=app.router.routes,
+        settings=settings,
+    )
     app.add_middleware(PageHeaders)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     app.add_middleware(RequestIdMiddleware)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from service.config import Settings
 
-logger = logging.getLogger("service.cli")
+logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

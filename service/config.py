@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     # auto: the engine each model's card names (OpenVINO for bf16, else ONNX Runtime).
     engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
-    # Unset = the provider's tuned default (see service.batcher.BATCHING_DEFAULTS).
+    # Unset = the provider's tuned default (see service.core.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
     max_queue: int = Field(64, ge=1, description="images queued or arriving, per model version")

@@ -34,7 +34,14 @@ MAX_MODULE_LINES = 300
 # service/'s layers, bottom to top (ARCHITECTURE.md): a module imports from its own layer and
 # the layers below it, never above. "service" is the package's __init__ (its version).
 SERVICE_LAYERS = (
-    ("service", "service.errors", "service.parsing", "service.config", "service.web"),
+    (
+        "service",
+        "service.errors",
+        "service.parsing",
+        "service.config",
+        "service.policy",
+        "service.web",
+    ),
     ("service.core",),  # one version's inference: admission, decode, batching, drain
     ("service.repository",),  # which versions exist, load and serve
     ("service.edge",),  # everything that refuses a request before a protocol reads it

@@ -23,8 +23,8 @@ from opentelemetry import trace
 
 from artifact.runtime import CPU_EP, CUDA_EP
 
-logger = logging.getLogger("service.batcher")
-tracer = trace.get_tracer("service.batcher")
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # (max batch size, max batch delay ms) when the settings leave them unset, measured with
@@ -44,7 +44,7 @@ def batching_for(
     )
 
 
-class Rows(NamedTuple):
+class ImageOutputs(NamedTuple):
     """One image's outputs."""
 
     probabilities: np.ndarray  # [C]
@@ -66,7 +66,7 @@ class BatchFailed(Exception):
 @dataclass
 class WorkItem:
     image: np.ndarray
-    future: asyncio.Future[Rows]
+    future: asyncio.Future[ImageOutputs]
     deadline: float  # loop.time() after which the image is not worth running
     # The submitting request's span, and when the image was queued: its "queue wait" span.
     trace_context: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
@@ -139,7 +139,7 @@ class DynamicBatcher:
         # One thread: one batch in flight; ORT parallelises inside the call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         # Start the thread now, from the thread that builds the batcher: threads inherit
-        # their creator's scheduling priority (see service.priority).
+        # their creator's scheduling priority (see service.core.priority).
         self._executor.submit(lambda: None).result()
 
     @property
@@ -150,15 +150,17 @@ class DynamicBatcher:
         """Start the consumer task on the running loop."""
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
 
-    def submit(self, images: Sequence[np.ndarray], deadline: float) -> list[asyncio.Future[Rows]]:
+    def submit(
+        self, images: Sequence[np.ndarray], deadline: float
+    ) -> list[asyncio.Future[ImageOutputs]]:
         """Queue a request's images together (raises BatcherClosed once closing)."""
         if self._closing:
             raise BatcherClosed("the service is shutting down")
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Rows]] = []
+        futures: list[asyncio.Future[ImageOutputs]] = []
         context, now_ns = trace.get_current_span().get_span_context(), time.time_ns()
         for image in images:
-            future: asyncio.Future[Rows] = loop.create_future()
+            future: asyncio.Future[ImageOutputs] = loop.create_future()
             self._queue.append(WorkItem(image, future, deadline, context, now_ns))
             futures.append(future)
         self._wakeup.set()
@@ -259,7 +261,7 @@ class DynamicBatcher:
         self.stats.record_batch(len(batch), time.perf_counter() - started)
         for row, item in enumerate(batch):
             if not item.future.done():
-                item.future.set_result(Rows(probabilities[row], features[row]))
+                item.future.set_result(ImageOutputs(probabilities[row], features[row]))
 
 
 def _end_queue_waits(batch: list[WorkItem], now_ns: int) -> None:

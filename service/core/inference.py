@@ -31,15 +31,15 @@ from service.core.batcher import (
     BatchFailed,
     DeadlineExceeded,
     DynamicBatcher,
-    Rows,
+    ImageOutputs,
     RunBatch,
     batching_for,
 )
 from service.core.drain import DrainSignal
 from service.errors import ServiceError
 
-logger = logging.getLogger("service.inference")
-tracer = trace.get_tracer("service.inference")
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 # Returns once the client has disconnected (awaited beside the result, never alone).
 ClientGone = Callable[[], Awaitable[None]]
@@ -135,8 +135,8 @@ class InferenceService:
         ticket: Ticket,
         client_gone: ClientGone,
         timeout_s: float | None = None,
-    ) -> list[Rows]:
-        """Rows (probabilities, features) for each upload, in upload order.
+    ) -> list[ImageOutputs]:
+        """ImageOutputs (probabilities, features) for each upload, in upload order.
 
         ``ticket``: the request's admission (released once its images are queued);
         ``client_gone``: returns when the client disconnects (its queued images are then
@@ -159,8 +159,8 @@ class InferenceService:
         ticket: Ticket,
         client_gone: ClientGone,
         timeout_s: float | None = None,
-    ) -> list[Rows]:
-        """Rows for images already at the model's input size (uint8 [H, W, 3] each)."""
+    ) -> list[ImageOutputs]:
+        """ImageOutputs for images already at the model's input size (uint8 [H, W, 3] each)."""
         self.accept(len(images), ticket)
         deadline, timeout_s = self._deadline(timeout_s)
         return await self._queue(images, deadline, timeout_s, client_gone, ticket)
@@ -177,7 +177,7 @@ class InferenceService:
         timeout_s: float,
         client_gone: ClientGone,
         ticket: Ticket,
-    ) -> list[Rows]:
+    ) -> list[ImageOutputs]:
         try:
             futures = self.batcher.submit(images, deadline)
         except BatcherClosed as exc:
@@ -188,11 +188,11 @@ class InferenceService:
 
     async def _await_rows(
         self,
-        futures: list[asyncio.Future[Rows]],
+        futures: list[asyncio.Future[ImageOutputs]],
         deadline: float,
         timeout_s: float,
         client_gone: ClientGone,
-    ) -> list[Rows]:
+    ) -> list[ImageOutputs]:
         loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
         gone = asyncio.ensure_future(client_gone())

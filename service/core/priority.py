@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 
-logger = logging.getLogger("service.priority")
+logger = logging.getLogger(__name__)
 
 
 def lower_thread_priority(niceness: int) -> None:

@@ -54,7 +54,7 @@ class Access:
 
     def check(self, route: Route, scope: Scope) -> None:
         """Raise ``unauthorized`` or ``model_control_disabled``, or return: allowed."""
-        if route.control:
+        if route.policy.control:
             if not self.control:
                 raise ServiceError(
                     errors.MODEL_CONTROL_DISABLED,
@@ -63,5 +63,5 @@ class Access:
                     "with XCEPTION_MODEL_CONTROL=explicit and an XCEPTION_ADMIN_KEY",
                 )
             self.admin_key.check(scope)
-        elif not route.public:
+        elif not route.policy.public:
             self.api_key.check(scope)

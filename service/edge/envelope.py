@@ -29,7 +29,7 @@ from artifact.errors import (
 from service import errors
 from service.errors import ErrorCode, ServiceError
 
-logger = logging.getLogger("service.errors")
+logger = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
 # A 422 names each bad parameter with an excerpt of what was sent, never the whole value.

@@ -2,8 +2,8 @@
 
 Every request passes here before any of its body is read:
 
-1. **route** (:func:`~service.edge.routing.route_of`): what it is and which model version it
-   asks for, read once from the request line;
+1. **route** (:class:`~service.edge.routing.RouteTable`): the app's own route the request
+   line matches, its declared edge policy, and which model version it asks for;
 2. **authenticate** (:class:`~service.edge.auth.Access`): the API key unless the path is
    public; for repository control, the control mode and the admin key;
 3. **admit**, for a request that names a model: not while draining, the version resolved
@@ -21,8 +21,9 @@ skipping the unread body would cost more than a new connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
@@ -33,7 +34,7 @@ from service.edge.auth import Access
 from service.edge.envelope import error_response
 from service.edge.limits import content_length
 from service.edge.pacing import RetryAfterPacing
-from service.edge.routing import Names, Route, route_of
+from service.edge.routing import Names, Route, RouteTable
 from service.errors import ServiceError
 from service.repository.repository import ModelRepository
 from service.repository.version import ModelVersion
@@ -56,36 +57,40 @@ class Passage:
         self.served: tuple[str, str] | None = None  # (name, version), kept after the release
 
     @property
-    def service(self) -> InferenceService:
+    def inference(self) -> InferenceService:
         """The serving version's service (only for a request the gate routed to one)."""
-        assert self.version is not None and self.version.service is not None, "not routed"
-        return self.version.service
+        assert self.version is not None and self.version.inference is not None, "not routed"
+        return self.version.inference
 
-    def enter(self, name: str | None, version: str | None) -> None:
-        """Admit the request to the version ``name``/``version`` route to, or raise why not."""
+    def refuse_while_draining(self) -> None:
         if self.repository.drain.draining:
             raise ServiceError(
                 errors.SHUTTING_DOWN, "the server is shutting down; retry on another replica"
             )
+
+    def enter(self, name: str | None, version: str | None) -> None:
+        """Admit the request to the version ``name``/``version`` route to, or raise why not."""
+        self.refuse_while_draining()
         chosen = self.repository.resolve(name, version)
-        service = chosen.lease()
+        inference = chosen.lease()
         try:
-            if self.route.inference:
-                self.ticket = service.admission.admit()
+            if self.route.policy.inference:
+                self.ticket = inference.admission.admit()
         except ServiceError:
             chosen.give_back()  # refused: nothing is held
             raise
         self.version, self.served = chosen, chosen.key
 
     def reroute(self, name: str | None, version: str | None) -> InferenceService:
-        """For a request that names its model in the body: the version it names, admitted now
-        unless it is the one the gate admitted it to from the headers."""
+        """The version the route's own reading of the request names (the body's model, or
+        FastAPI's parse of the query or path), admitted now unless it is the one the gate
+        admitted the request to."""
         held = self.version
         if held is not None and name in (None, held.name) and version in (None, held.version):
-            return self.service
+            return self.inference
         self.release()
         self.enter(name, version)
-        return self.service
+        return self.inference
 
     def release(self) -> None:
         """End the lease and the ticket (the ticket's own release is idempotent: its images
@@ -107,10 +112,17 @@ class RequestGate:
     """The ASGI middleware running the steps above for every HTTP request."""
 
     def __init__(
-        self, app: ASGIApp, repository: Callable[[], ModelRepository], settings: Settings
+        self,
+        app: ASGIApp,
+        repository: Callable[[], ModelRepository],
+        routes: Sequence[BaseRoute],
+        settings: Settings,
     ) -> None:
         self.app = app
         self.repository = repository  # created in the app's lifespan, after this middleware
+        # The app's route list itself: read once the app is complete (its first request).
+        self.routes = routes
+        self.table: RouteTable | None = None
         self.access = Access(settings)
         self.pacing = RetryAfterPacing()
 
@@ -118,10 +130,12 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = route_of(scope)
+        if self.table is None:
+            self.table = RouteTable(self.routes)
+        route = self.table.route_of(scope)
         try:
             self.access.check(route, scope)
-            if route.inference:
+            if route.policy.inference:
                 # Came back before its Retry-After: wait it out (ends early if the drain starts).
                 await self.pacing.hold(scope, self.repository().drain.event)
             passage = self._admit(route, scope)
@@ -131,7 +145,7 @@ class RequestGate:
             response = error_response(refusal, close=_costly_to_skip(scope), path=scope["path"])
             await response(scope, receive, send)
             return
-        if route.inference:
+        if route.policy.inference:
             self.pacing.admitted(scope)
         if passage is None:  # no model serves it: nothing to hold
             await self.app(scope, receive, send)
@@ -143,19 +157,15 @@ class RequestGate:
 
     def _admit(self, route: Route, scope: Scope) -> Passage | None:
         """The request's passage, kept in its state, for a request that names a model."""
-        if route.names is Names.NOTHING:
+        if route.policy.names is Names.NOTHING:
             return None
         passage = Passage(route, self.repository())
         scope.setdefault("state", {})[PASSAGE_STATE_KEY] = passage
-        if route.names is Names.BODY:
-            # Admitted against the default model from the headers when there is one (the
-            # common case; a refusal then costs no body); the body may name another model,
-            # and is routed again once parsed (Passage.reroute).
-            try:
-                passage.enter(None, None)
-            except ServiceError as refusal:
-                if refusal.error in (errors.OVERLOADED, errors.SHUTTING_DOWN):
-                    raise
+        if route.policy.names is Names.BODY:
+            # The model is named in the body: admitted to that one once the body is parsed
+            # (Passage.reroute), never to another from the headers (a busy default model
+            # must not refuse a request for an idle one). A drain still refuses it here.
+            passage.refuse_while_draining()
         else:
             passage.enter(route.model, route.version)
         return passage

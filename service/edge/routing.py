@@ -1,92 +1,80 @@
-"""What a request is, from its method and path alone: the first step of the gate.
+"""What a request is, from its request line alone: the gate's first step, read from the app's
+own routes.
 
-Whether it needs the API key, and which model version it asks for: ``/classify`` and
-``/features`` name it with ``?model=`` and ``?version=``; the Open Inference Protocol in the
-path (``/v2/models/{name}[/versions/{version}]``, plus ``/ready`` or ``/infer``);
-``/v1/embeddings`` in its JSON body. The v2 path templates are defined here, compiled with
-Starlette's own path compiler, and the routers register the same strings
-(:mod:`service.routes.v2`), so the gate and FastAPI read a path the same way; the gate's
-reading is the one the request is served by.
+The gate matches a request against the app's router exactly as Starlette will
+(``route.matches``), so the two cannot read a path differently, and takes the edge policy
+the matched route declares (:mod:`service.policy`). A path no route serves is keyed (the API
+key first; then FastAPI's 404 or 405).
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from starlette.datastructures import QueryParams
-from starlette.routing import compile_path
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from service.web.pages import is_page
+from service.policy import KEYED, EdgePolicy, Names, policy_of
 
-CLASSIFY, FEATURES, EMBEDDINGS = "/classify", "/features", "/v1/embeddings"
-V2_MODEL = "/v2/models/{name}"
-V2_MODEL_VERSION = "/v2/models/{name}/versions/{version}"
-V2_READY, V2_INFER = "/ready", "/infer"  # suffixes of both model paths
-# Repository control: what changes the models served (off by default; its own key).
-V2_LOAD = "/v2/repository/models/{name}/load"
-V2_UNLOAD = "/v2/repository/models/{name}/unload"
-
-# Open without the API key: probes, metrics scrapes, the API's own documentation, and the
-# pages (service.web.pages): the try-it page asks for the key itself.
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"}
-)
-
-
-class Names(Enum):
-    """Where a request names the model that serves it."""
-
-    NOTHING = "nothing"  # no model serves it (probes, listings, pages, control)
-    QUERY = "query"  # ?model=&version= (default: the default model's newest version)
-    PATH = "path"  # /v2/models/{name}[/versions/{version}]
-    BODY = "body"  # the JSON body's "model": routed again once the body is parsed
+# (method, path) readings remembered: a request line seen before costs one lookup. Bounded:
+# a client sending endless new paths makes the gate match them (as Starlette does), no more.
+CACHED_READINGS = 4096
 
 
 class Route(NamedTuple):  # a tuple: built on every request, and cheaply
-    """One request's reading: which model (name, version; None = default/newest) it asks
-    for and where it said so, whether it carries images (admission applies), and whether
-    it needs the API key."""
+    """One request's reading: its route's policy, and which model (name, version; None =
+    default/newest) it asks for in its path or query."""
 
-    public: bool
-    names: Names = Names.NOTHING
+    policy: EdgePolicy
     model: str | None = None
     version: str | None = None
-    inference: bool = False
-    control: bool = False  # changes what is served: XCEPTION_MODEL_CONTROL, the admin key
 
 
-_V2_PATHS = [
-    (method, compile_path(template + suffix)[0], suffix == V2_INFER)
-    for template in (V2_MODEL, V2_MODEL_VERSION)
-    for method, suffix in (("GET", ""), ("GET", V2_READY), ("POST", V2_INFER))
-]
+UNROUTED = Route(KEYED)  # no route serves it: the key first, then FastAPI's 404 or 405
 
 
-def route_of(scope: Scope) -> Route:
-    """The :class:`Route` of an HTTP request scope (decided from the request line only)."""
-    path: str = scope["path"]
-    method: str = scope.get("method", "")
-    public = path in PUBLIC_PATHS or is_page(path)
-    if method == "POST" and path in (CLASSIFY, FEATURES):
-        if not scope.get("query_string"):
-            return Route(public, Names.QUERY, inference=True)
-        # Starlette's parsing, as the route's Query parameters see it (the last value wins).
-        query = QueryParams(scope["query_string"])
-        return Route(public, Names.QUERY, query.get("model"), query.get("version"), True)
-    if method == "POST" and path == EMBEDDINGS:
-        return Route(public, Names.BODY, inference=True)
-    control = path.startswith("/v2/repository/models/")
-    if control and method == "POST" and any(p.match(path) for p in _CONTROL_PATHS):
-        return _CONTROL
-    if path.startswith("/v2/models/"):
-        for wanted, pattern, inference in _V2_PATHS:
-            if method == wanted and (match := pattern.match(path)):
-                named = match.groupdict()
-                return Route(public, Names.PATH, named["name"], named.get("version"), inference)
-    return _PUBLIC if public else _PRIVATE
+def served_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """The routes a request can be served by, in the order the router tries them: an
+    included router's own routes in its place (FastAPI ≥ 0.16x keeps each included router as
+    one entry, its ``original_router``; older versions copied its routes into the app's)."""
+    served: list[BaseRoute] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        served += served_routes(included.routes) if included is not None else [route]
+    return served
 
 
-_PUBLIC, _PRIVATE, _CONTROL = Route(True), Route(False), Route(False, control=True)
-_CONTROL_PATHS = [compile_path(template)[0] for template in (V2_LOAD, V2_UNLOAD)]
+class RouteTable:
+    """The app's routes with their policies, matched from the request line."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = [(route, policy_of(route) or KEYED) for route in served_routes(routes)]
+        self._readings: dict[tuple[str, str], Route] = {}
+
+    def route_of(self, scope: Scope) -> Route:
+        """The :class:`Route` of an HTTP request scope."""
+        key = (scope.get("method", ""), scope["path"])
+        reading = self._readings.get(key)
+        if reading is None:
+            reading = self._match(scope)
+            if len(self._readings) >= CACHED_READINGS:
+                self._readings.clear()
+            self._readings[key] = reading
+        if reading.policy.names is Names.QUERY and scope.get("query_string"):
+            # Starlette's parsing, as the route's Query parameters see it (the last value wins).
+            query = QueryParams(scope["query_string"])
+            return reading._replace(model=query.get("model"), version=query.get("version"))
+        return reading
+
+    def _match(self, scope: Scope) -> Route:
+        """The first route that matches in full, as Starlette's router picks it."""
+        for route, policy in self.routes:
+            match, child = route.matches(scope)  # reads the scope; the child is a new dict
+            if match is Match.FULL:
+                named = child.get("path_params", {})
+                if policy.names is Names.PATH:
+                    return Route(policy, named.get("name"), named.get("version"))
+                return Route(policy)
+        return UNROUTED

@@ -3,7 +3,7 @@
 uvicorn times out idle keep-alive connections, but not a request whose headers trickle in
 at 1 byte/s, and it has no limit on header size with its default parser (httptools): a
 64 MB header was accepted. :class:`EdgeProtocol` adds both, answering in the error
-envelope; the body's own time limit is :class:`~service.limits.BodyDeadline` (an ASGI
+envelope; the body's own time limit is :class:`~service.edge.limits.BodyDeadline` (an ASGI
 middleware, so it also covers the in-process test client). Past ``max_connections``,
 uvicorn's ``limit_concurrency`` refuses requests; we only replace its text/plain 503 by
 the envelope. :class:`DrainingServer` tells the app when SIGTERM's drain starts.
@@ -187,7 +187,7 @@ def serve(app: Any, settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        log_config=None,  # service.tracing configured logging: request ids, text or JSON
+        log_config=None,  # logging is configured already (observability.tracing): request ids
         http=protocol_for(settings),
         # uvicorn counts the connection being refused too: +1 so that max_connections are served.
         limit_concurrency=settings.max_connections + 1,

@@ -1,7 +1,7 @@
 """Prometheus metrics: HTTP traffic by endpoint and status, and the batcher's counters.
 
 Each app gets its own registry (several apps can live in one process, as in tests).
-The batcher's counters have one source of truth, :class:`~service.batcher.BatcherStats`;
+The batcher's counters have one source of truth, :class:`~service.core.batcher.BatcherStats`;
 a custom collector exports them at scrape time, per model version, instead of mirroring
 every increment.
 """
@@ -83,10 +83,10 @@ class RepositoryCollector(Collector):
         )
         for (name, version), entry in sorted(self.repository.versions.items()):
             state.add_metric([name, version, entry.state], 1)
-            if entry.service is None:
+            if entry.inference is None:
                 continue
-            batcher = entry.service.batcher
-            choice = entry.service.runtime.choice
+            batcher = entry.inference.batcher
+            choice = entry.inference.runtime.choice
             engine.add_metric([name, version, choice.engine, choice.how], 1)
             for measured, rate in choice.images_per_s.items():
                 trial.add_metric([name, version, measured], rate)

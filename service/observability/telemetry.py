@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-logger = logging.getLogger("service.telemetry")
+logger = logging.getLogger(__name__)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 

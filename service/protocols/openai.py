@@ -38,7 +38,7 @@ def model_ref(model: str) -> tuple[str, str | None]:
 
 
 async def embed(
-    service: InferenceService,
+    inference: InferenceService,
     request: EmbeddingsRequest,
     settings: Settings,
     ticket: Ticket,
@@ -46,14 +46,14 @@ async def embed(
 ) -> dict[str, Any]:
     """The OpenAI embeddings response for ``request``, from ``service`` (the version its
     ``model`` routes to: :func:`model_ref`)."""
-    card = service.card
+    card = inference.card
     loop = asyncio.get_running_loop()
     started = loop.time()  # the request's deadline covers fetching its URLs too
     items = [request.input] if isinstance(request.input, str) else request.input
-    service.accept(len(items), ticket)  # before fetching or decoding any of them
+    inference.accept(len(items), ticket)  # before fetching or decoding any of them
     uploads = await _load_all(items, UrlPolicy.for_settings(settings), settings.request_timeout_s)
     left_s = settings.request_timeout_s - (loop.time() - started)
-    rows = await service.infer(uploads, ticket, client_gone, timeout_s=max(left_s, 1e-6))
+    rows = await inference.infer(uploads, ticket, client_gone, timeout_s=max(left_s, 1e-6))
     data = []
     for index, row in enumerate(rows):
         vector = l2_normalize(row.features).astype(np.float32)

@@ -8,10 +8,10 @@ from service.core.inference import InferenceService
 from service.errors import ServiceError
 
 
-def checked_top_k(k: int, service: InferenceService) -> int:
+def checked_top_k(k: int, inference: InferenceService) -> int:
     """``k`` (``/classify``'s ``top_k``, v2's ``classification``) if the model has that many
     classes; else 422 ``invalid_parameter``, on every protocol."""
     try:
-        return check_top_k(k, service.card.num_classes)
+        return check_top_k(k, inference.card.num_classes)
     except ValueError as exc:
         raise ServiceError(errors.INVALID_PARAMETER, str(exc)) from exc

@@ -17,7 +17,7 @@ from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from artifact.results import top_k
 from service import errors
 from service.core.admission import Ticket
-from service.core.batcher import Rows
+from service.core.batcher import ImageOutputs
 from service.core.inference import ClientGone, InferenceService, Upload
 from service.errors import ServiceError
 from service.observability.tracing import REQUEST_ID, sane
@@ -56,7 +56,7 @@ def model_metadata(card: ModelCard, versions: list[str], engine: dict[str, Any])
 
 
 async def infer(
-    service: InferenceService,
+    inference: InferenceService,
     body: bytes,
     header_length: str | None,
     ticket: Ticket,
@@ -69,17 +69,17 @@ async def infer(
         raise _invalid(str(exc)) from exc
     if request_id := sane(request.id):
         REQUEST_ID.set(request_id)  # the response's X-Request-ID and its log lines
-    card = service.card
-    wanted = _requested(request, service)
+    card = inference.card
+    wanted = _requested(request, inference)
     if set(request.inputs) == {INPUT_NAME}:
         images = _pixels(request.inputs[INPUT_NAME], card)
-        rows = await service.infer_pixels(images, ticket, client_gone, request.timeout_s)
+        rows = await inference.infer_pixels(images, ticket, client_gone, request.timeout_s)
     elif set(request.inputs) == {BYTES_INPUT}:
         tensor = request.inputs[BYTES_INPUT]
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or not tensor.shape[0]:
             raise _invalid(f"input {BYTES_INPUT!r} must be BYTES of shape [N], N ≥ 1")
         uploads = [Upload(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.values)]
-        rows = await service.infer(uploads, ticket, client_gone, request.timeout_s)
+        rows = await inference.infer(uploads, ticket, client_gone, request.timeout_s)
     else:
         raise _invalid(
             f"inputs {sorted(request.inputs)}: send exactly one of {INPUT_NAME!r} (UINT8 "
@@ -95,7 +95,7 @@ def _invalid(message: str) -> ServiceError:
     return ServiceError(errors.INVALID_TENSOR, message)
 
 
-def _requested(request: InferRequest, service: InferenceService) -> list[tuple[str, int, bool]]:
+def _requested(request: InferRequest, inference: InferenceService) -> list[tuple[str, int, bool]]:
     """(output name, classification k, binary) for each output to return."""
     if not request.outputs:
         return [(name, 0, request.binary_outputs) for name in OUTPUT_NAMES]
@@ -106,7 +106,7 @@ def _requested(request: InferRequest, service: InferenceService) -> list[tuple[s
         if output.classification and output.name != OUTPUT_NAMES[0]:
             raise _invalid(f"classification applies to {OUTPUT_NAMES[0]!r} only")
         if output.classification:  # the same rule and answer as /classify's top_k
-            checked_top_k(output.classification, service)
+            checked_top_k(output.classification, inference)
         wanted.append((output.name, output.classification, output.binary))
     return wanted
 
@@ -123,7 +123,7 @@ def _pixels(tensor: Tensor, card: ModelCard) -> list[np.ndarray]:
     return list(array)
 
 
-def _output(name: str, k: int, rows: list[Rows], card: ModelCard) -> Tensor:
+def _output(name: str, k: int, rows: list[ImageOutputs], card: ModelCard) -> Tensor:
     if name == OUTPUT_NAMES[1]:
         features = np.stack([r.features for r in rows]).astype(np.float32)
         return Tensor(name, "FP32", features.shape, features)

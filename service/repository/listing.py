@@ -61,9 +61,9 @@ def models_listing(repository: ModelRepository, settings: Settings) -> dict[str,
         for entry in repository.of(name):
             described = entry.describe()
             described["default"] = entry is default
-            if entry.service is not None:
-                described["card"] = entry.service.card.model_dump(mode="json", exclude_none=True)
-                described["runtime"] = runtime_info(entry.service, settings)
+            if entry.inference is not None:
+                described["card"] = entry.inference.card.model_dump(mode="json", exclude_none=True)
+                described["runtime"] = runtime_info(entry.inference, settings)
             versions.append(described)
     shown = next((v for v in versions if v["default"]), {})
     return {
@@ -76,23 +76,23 @@ def models_listing(repository: ModelRepository, settings: Settings) -> dict[str,
     }
 
 
-def runtime_info(service: InferenceService, settings: Settings) -> dict[str, Any]:
+def runtime_info(inference: InferenceService, settings: Settings) -> dict[str, Any]:
     """Provider, batching settings, thread and request limits, counters of one version."""
-    stats = service.batcher.stats
+    stats = inference.batcher.stats
     return {
-        "provider": service.runtime.provider,
+        "provider": inference.runtime.provider,
         # Which engine, how it was chosen (forced, the only one, or measured here: the figures).
-        "engine": {**service.runtime.choice.describe(), **service.runtime.engine.describe()},
-        "model_file": str(service.runtime.path),
-        "warmup_seconds": service.warmup_seconds,
+        "engine": {**inference.runtime.choice.describe(), **inference.runtime.engine.describe()},
+        "model_file": str(inference.runtime.path),
+        "warmup_seconds": inference.warmup_seconds,
         "batching": {
-            "max_batch_size": service.max_batch_size,
-            "max_batch_delay_ms": service.max_batch_delay_ms,
+            "max_batch_size": inference.max_batch_size,
+            "max_batch_delay_ms": inference.max_batch_delay_ms,
             "max_queue": settings.max_queue,
             "max_queue_wait_s": settings.max_queue_wait_s,
             "request_timeout_s": settings.request_timeout_s,
             "seconds_per_image": stats.seconds_per_image,
-            "expected_wait_s": service.admission.expected_wait_s(),
+            "expected_wait_s": inference.admission.expected_wait_s(),
         },
         "threads": {
             "ort_intra_op": settings.intra_op_threads,
@@ -111,8 +111,8 @@ def runtime_info(service: InferenceService, settings: Settings) -> dict[str, Any
             "drain_timeout_s": settings.drain_timeout_s,
         },
         "counters": {
-            "queue_depth": service.batcher.queue_depth,
-            "in_flight": service.batcher.in_flight,
+            "queue_depth": inference.batcher.queue_depth,
+            "in_flight": inference.batcher.in_flight,
             **stats.counters(),
             "batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())},
             "mean_batch_size": stats.images / stats.batches if stats.batches else 0.0,

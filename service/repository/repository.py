@@ -34,7 +34,7 @@ from service.errors import ServiceError
 from service.repository.sources import Found, ModelSource
 from service.repository.version import ModelVersion
 
-logger = logging.getLogger("service.repository")
+logger = logging.getLogger(__name__)
 
 
 class ModelRepository:
@@ -287,7 +287,7 @@ class ModelRepository:
             *(
                 entry.unload("shutting down", timeout_s)
                 for entry in self.versions.values()
-                if entry.service is not None
+                if entry.inference is not None
             )
         )
         self.decode_pool.shutdown(wait=False, cancel_futures=True)

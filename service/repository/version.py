@@ -19,7 +19,7 @@ from artifact.errors import ModelLoadError
 from artifact.repository import Signature
 from service.core.inference import InferenceService
 
-logger = logging.getLogger("service.repository")
+logger = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "draining", "unloaded", "failed"]
 # How often a draining version checks whether its last request has been answered.
@@ -36,7 +36,7 @@ class ModelVersion:
         self.signature = signature  # the files as they were when last loaded (or tried)
         self.state: State = "unloaded"
         self.reason: str | None = None
-        self.service: InferenceService | None = None
+        self.inference: InferenceService | None = None
         self.leases = 0  # requests routed here and not answered yet
         self.since = time.time()
 
@@ -50,9 +50,9 @@ class ModelVersion:
     def lease(self) -> InferenceService:
         """The version's service, held until the request is answered (unloading waits for
         every lease to be given back with :meth:`give_back`)."""
-        assert self.service is not None, f"{self.name}/{self.version} is not loaded"
+        assert self.inference is not None, f"{self.name}/{self.version} is not loaded"
         self.leases += 1
-        return self.service
+        return self.inference
 
     def give_back(self) -> None:
         """End one request's lease."""
@@ -64,27 +64,27 @@ class ModelVersion:
         step fails; the version then stays out of service."""
         self._set("loading")
         logger.info("loading %s/%s from %s", self.name, self.version, self.path)
-        service: InferenceService | None = None
+        inference: InferenceService | None = None
         try:
-            service = await build()
-            service.start()
-            await service.warmed_up()
+            inference = await build()
+            inference.start()
+            await inference.warmed_up()
         except Exception as exc:  # whatever fails (a file, ONNX Runtime at warm-up): not served
-            if service is not None:
-                await service.close(timeout_s=0.0)
+            if inference is not None:
+                await inference.close(timeout_s=0.0)
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             if not isinstance(exc, ModelLoadError):  # ours name the file; others may not
                 message = f"{self.path}: {type(exc).__name__}: {message}"
             self._set("failed", message)
             logger.error("%s/%s failed to load: %s", self.name, self.version, self.reason)
             return False
-        self.service = service
+        self.inference = inference
         self._set("ready")
         return True
 
     async def unload(self, reason: str, timeout_s: float) -> None:
         """Stop taking requests, wait (up to ``timeout_s``) for the ones it has, then close."""
-        if self.service is None:
+        if self.inference is None:
             self._set("unloaded", reason)
             return
         self._set("draining", reason)
@@ -98,8 +98,8 @@ class ModelVersion:
                 "%s/%s: %d requests still waiting after %.1fs; closing",
                 self.name, self.version, self.leases, timeout_s,
             )  # fmt: skip
-        service, self.service = self.service, None
-        await service.close(timeout_s=max(0.0, until - loop.time()))
+        inference, self.inference = self.inference, None
+        await inference.close(timeout_s=max(0.0, until - loop.time()))
         self._set("unloaded", reason)
         logger.info("unloaded %s/%s", self.name, self.version)
 

@@ -1,9 +1,9 @@
 """What the routes declare: the settings, the version serving the request, its uploads, the caller.
 
 The gate (:mod:`service.edge.gate`) routed, authenticated and admitted the request before any
-of this runs; these only hand the routes what it decided. The ``?model=``/``?version=`` and
-``{name}`` parameters are declared here so that they are documented in the OpenAPI schema
-and validated by FastAPI; the gate read the same query and path (:mod:`service.edge.routing`).
+of this runs, from the route Starlette matches and the same query; the ``?model=``/
+``?version=`` and ``{name}`` parameters FastAPI parses here pick the version that serves it
+(:meth:`Passage.reroute`: the one admitted, unless they name another).
 """
 
 from __future__ import annotations
@@ -70,16 +70,23 @@ def served_by_query(
         str | None, Query(description="model version (default: the newest ready)")
     ] = None,
 ) -> InferenceService:
-    """``?model=&version=``: the version serving this request."""
-    return passage.service
+    """``?model=&version=``: the version serving this request (the one the gate admitted it
+    to from the same query; were they ever to differ, FastAPI's reading wins)."""
+    return passage.reroute(model, version)
 
 
 def served_by_path(
+    request: Request,
     passage: Annotated[Passage, Depends(get_passage)],
     name: Annotated[str, Path(description="model name")],
 ) -> InferenceService:
     """``/v2/models/{name}[/versions/{version}]``: the version serving this request."""
-    return passage.service
+    return passage.reroute(name, request.path_params.get("version"))
+
+
+def model_version(version: Annotated[str, Path(description="model version")]) -> str:
+    """``{version}`` of the versioned model paths (read with the name by served_by_path)."""
+    return version
 
 
 async def get_uploads(
@@ -99,3 +106,4 @@ QueryServedDep = Annotated[InferenceService, Depends(served_by_query)]
 PathServedDep = Annotated[InferenceService, Depends(served_by_path)]
 UploadsDep = Annotated[list[Upload], Depends(get_uploads)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+VersionDep = Depends(model_version)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from artifact.results import l2_normalize, top_k
-from service.edge.routing import CLASSIFY, EMBEDDINGS, FEATURES
+from service.policy import INFERENCE_BY_BODY, INFERENCE_BY_QUERY, edge
 from service.protocols.openai import EmbeddingsRequest, embed, model_ref
 from service.protocols.parameters import checked_top_k
 from service.routes.deps import CallerDep, QueryServedDep, SettingsDep, UploadsDep
@@ -27,10 +27,11 @@ router = APIRouter(responses=answers(400, 404, 413, 415, 422, 499, 503, 504))
 DEFAULT_TOP_K = 5
 
 
-@router.post(CLASSIFY, response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@edge(INFERENCE_BY_QUERY)
 async def classify(
     caller: CallerDep,
-    service: QueryServedDep,
+    inference: QueryServedDep,
     uploads: UploadsDep,
     k: Annotated[
         int | None,
@@ -39,11 +40,11 @@ async def classify(
 ) -> ClassifyResponse:
     """Top-k labels for each uploaded image, in upload order, from the model ``?model=``
     and ``?version=`` name (default: the default model's newest version)."""
-    k = min(DEFAULT_TOP_K, service.card.num_classes) if k is None else checked_top_k(k, service)
-    rows = await service.infer(uploads, caller.ticket, caller.gone)
-    labels = service.card.labels
+    k = min(DEFAULT_TOP_K, inference.card.num_classes) if k is None else checked_top_k(k, inference)
+    rows = await inference.infer(uploads, caller.ticket, caller.gone)
+    labels = inference.card.labels
     return ClassifyResponse(
-        model=ModelRef(name=service.card.name, version=service.card.version),
+        model=ModelRef(name=inference.card.name, version=inference.card.version),
         results=[
             ClassifyResult(
                 filename=upload.filename,
@@ -57,18 +58,19 @@ async def classify(
     )
 
 
-@router.post(FEATURES, response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@router.post("/features", response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
+@edge(INFERENCE_BY_QUERY)
 async def features(
     caller: CallerDep,
-    service: QueryServedDep,
+    inference: QueryServedDep,
     uploads: UploadsDep,
     normalize: Annotated[bool, Query(description="L2-normalise each vector")] = False,
 ) -> FeaturesResponse:
     """The pooled bottleneck features (2048-d for Xception) of each image, in upload order."""
-    rows = await service.infer(uploads, caller.ticket, caller.gone)
+    rows = await inference.infer(uploads, caller.ticket, caller.gone)
     return FeaturesResponse(
-        model=ModelRef(name=service.card.name, version=service.card.version),
-        dim=service.card.num_features,
+        model=ModelRef(name=inference.card.name, version=inference.card.version),
+        dim=inference.card.num_features,
         results=[
             FeaturesResult(
                 filename=upload.filename,
@@ -79,11 +81,12 @@ async def features(
     )
 
 
-@router.post(EMBEDDINGS, responses=answers(502))
+@router.post("/v1/embeddings", responses=answers(502))
+@edge(INFERENCE_BY_BODY)
 async def embeddings(
     body: EmbeddingsRequest, caller: CallerDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """OpenAI-style image embeddings (L2-normalised features) from the model ``model`` names
     (``name`` or ``name/version``); see service.protocols.openai."""
-    service = caller.passage.reroute(*model_ref(body.model))
-    return await embed(service, body, settings, caller.ticket, caller.gone)
+    inference = caller.passage.reroute(*model_ref(body.model))
+    return await embed(inference, body, settings, caller.ticket, caller.gone)

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from service import errors
-from service.edge.routing import V2_LOAD, V2_UNLOAD
 from service.errors import ServiceError
+from service.policy import CONTROL, KEYED, edge
 from service.repository.listing import repository_index
 from service.routes.deps import RepositoryDep
 from service.routes.schemas import answers, inlined
@@ -56,6 +56,7 @@ async def _body(request: Request, model: type[Body]) -> Body:
 
 
 @router.post("/v2/repository/index", openapi_extra=_documented(IndexRequest))
+@edge(KEYED)
 async def index(request: Request, repository: RepositoryDep) -> list[dict[str, str]]:
     """Every version in the repository (rescanned now, nothing loaded): ``{name, version,
     state, reason}``; ``{"ready": true}`` lists only the ready ones."""
@@ -64,7 +65,12 @@ async def index(request: Request, repository: RepositoryDep) -> list[dict[str, s
     return repository_index(repository, ready_only)
 
 
-@router.post(V2_LOAD, openapi_extra=_documented(ControlRequest), responses=CONTROL_ANSWERS)
+@router.post(
+    "/v2/repository/models/{name}/load",
+    openapi_extra=_documented(ControlRequest),
+    responses=CONTROL_ANSWERS,
+)
+@edge(CONTROL)
 async def load(request: Request, repository: RepositoryDep, name: str) -> dict[str, Any]:
     """Load ``name`` per the version policy (new versions warm up before they take traffic,
     superseded ones drain), retrying failed versions; 400 with each version's reason if none
@@ -79,7 +85,12 @@ async def load(request: Request, repository: RepositoryDep, name: str) -> dict[s
     return {"name": name, "versions": [entry.version for entry in ready]}
 
 
-@router.post(V2_UNLOAD, openapi_extra=_documented(ControlRequest), responses=CONTROL_ANSWERS)
+@router.post(
+    "/v2/repository/models/{name}/unload",
+    openapi_extra=_documented(ControlRequest),
+    responses=CONTROL_ANSWERS,
+)
+@edge(CONTROL)
 async def unload(request: Request, repository: RepositoryDep, name: str) -> dict[str, Any]:
     """Stop serving ``name``: every version drains (its queued requests are answered), then
     is unloaded; it stays unloaded, whatever scans find, until loaded again."""

@@ -20,6 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.policy import PUBLIC, declare, edge
+
 UI_FOLDER = Path(__file__).parent / "ui"
 UI_PREFIX = "/ui/"
 # Where fastapi-offline's Swagger UI and ReDoc files are served (service.app).
@@ -37,19 +39,31 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
+@edge(PUBLIC)
 async def index() -> FileResponse:
     """The try-it page."""
     return FileResponse(UI_FOLDER / "index.html", media_type="text/html")
 
 
 @router.get("/ui")
+@edge(PUBLIC)
 async def ui() -> RedirectResponse:
     return RedirectResponse("/")
 
 
 def mount_ui(app: FastAPI) -> None:
-    """The page's own files (``/ui/app.js``, ``/ui/style.css``)."""
+    """The page's own files (``/ui/app.js``, ``/ui/style.css``), open without the key."""
     app.mount(UI_PREFIX.rstrip("/"), StaticFiles(directory=UI_FOLDER), name="ui")
+    declare(app.routes[-1], PUBLIC)
+
+
+def declare_api_docs_public(app: FastAPI) -> None:
+    """The routes FastAPI (fastapi-offline) made for the API docs: the schema, Swagger UI,
+    ReDoc and their files, open without the key (the pages ask for it themselves)."""
+    docs = {app.openapi_url, DOCS_ASSETS} | PAGE_PATHS
+    for route in app.routes:
+        if getattr(route, "path", None) in docs:
+            declare(route, PUBLIC)
 
 
 def is_page(path: str) -> bool:

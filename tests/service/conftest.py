@@ -65,7 +65,7 @@ def client(exported_model: Path) -> Iterator[TestClient]:
 def served(client: TestClient) -> InferenceService:
     """The service of the default model's newest ready version in ``client``'s app."""
     repository: ModelRepository = client.app.state.repository  # type: ignore[attr-defined]
-    service = repository.resolve(None, None).service
+    service = repository.resolve(None, None).inference
     assert service is not None
     return service
 
