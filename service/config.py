@@ -25,13 +25,13 @@ from artifact.repository import scan_repository
 from artifact.runtime import available_cores
 
 ENV_PREFIX = "XCEPTION_"
-# XCEPTION_* names that belong to the deployment (docker compose, .env.example), not to
-# the service: present in a container's environment without being a typo.
+# XCEPTION_* names no setting reads but that are not typos: the deployment's (docker compose,
+# .env.example) and the engines' own switch (XCEPTION_CPU_BF16, artifact.engines.openvino_engine).
 DEPLOYMENT_VARIABLES = frozenset(
     ENV_PREFIX + name
     for name in (
         "EXPORT_ARGS", "WEIGHTS_DIR", "DATA_DIR", "MODEL_NAME", "MODEL_VERSION",
-        "PUBLISH_PORT", "RUNTIME_IMAGE", "EXPORT_IMAGE",
+        "PUBLISH_PORT", "RUNTIME_IMAGE", "EXPORT_IMAGE", "CPU_BF16",
     )
 )  # fmt: skip
 

@@ -146,6 +146,7 @@ def test_misspelled_setting_is_named_with_the_closest_one() -> None:
             "XCEPTION_MAX_QEUE": "8",
             "xception_max_queue": "8",
             "XCEPTION_EXPORT_ARGS": "x",
+            "XCEPTION_CPU_BF16": "off",  # read by the OpenVINO engine, not a setting
             "PATH": "/",
         }
     )
