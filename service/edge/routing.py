@@ -23,7 +23,7 @@ from service.policy import KEYED, EdgePolicy, Names, policy_of
 CACHED_READINGS = 4096
 
 
-class Route(NamedTuple):  # a tuple: built on every request, and cheaply
+class Route(NamedTuple):  # a tuple: remembered per request line, copied per query
     """One request's reading: its route's policy, and which model (name, version; None =
     default/newest) it asks for in its path or query."""
 

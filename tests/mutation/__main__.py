@@ -114,7 +114,8 @@ def run(planted: Planted, timeout_s: float, model: Path | None) -> Outcome:
     failed = FAILED.search(done.stdout)
     if done.returncode == 1 and failed:
         return Outcome(planted, "killed", seconds, failed.group(1))
-    return Outcome(planted, "broken", seconds, done.stdout.strip().splitlines()[-1:][0])
+    last = (done.stdout.strip().splitlines() or [f"pytest exit status {done.returncode}"])[-1]
+    return Outcome(planted, "broken", seconds, last)
 
 
 def main(argv: list[str] | None = None) -> int:
