@@ -99,7 +99,7 @@ async def cpu_per_request(app: Any, case: dict[str, Any], count: int) -> tuple[f
 
 def main(argv: list[str] | None = None) -> int:
     from service.app import create_app
-    from service.config import Settings
+    from service.config.settings import Settings
 
     options = parse_args(argv)
     model = ensure_model(options.model)

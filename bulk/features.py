@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -61,6 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LineTrackingStream:
+    """stderr as the progress bar writes to it, remembering whether the last write ended its
+    line: a Ctrl-C can land after the bar is drawn and before its closing newline, and the
+    bar is no longer open for ``tqdm.write`` to clear by then. (``sys.stderr`` as it is at
+    each write: a caller may have replaced it.)"""
+
+    at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text[-1] in "\r\n"
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding
+        return getattr(sys.stderr, name)
+
+
+PROGRESS = _LineTrackingStream()
+
+
 def find_images(root: Path) -> list[Path]:
     """Image files under ``root``; a :class:`FeaturesError` when there are none."""
     if not root.is_dir():
@@ -76,7 +97,7 @@ def extract(
 ) -> tuple[np.ndarray, list[Path], list[Path]]:
     """(features [N, D], paths kept, paths skipped as unreadable)."""
     preprocess = Preprocessor.for_local_files(runtime.card)
-    with tqdm(total=len(paths), desc="features", unit="img") as bar:
+    with tqdm(total=len(paths), desc="features", unit="img", file=PROGRESS) as bar:
         _, features, kept, skipped = run_folder(
             runtime, paths, preprocess, batch_size, progress=bar.update
         )
@@ -136,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # Ctrl-C, or an error it caused: see was_interrupted
         if not was_interrupted(exc):
             raise
-        # On a line of its own even when the Ctrl-C came while the bar was being drawn
-        # (before its `with` could close it): tqdm.write clears the bars still open first.
+        # On a line of its own wherever the Ctrl-C came: tqdm.write clears a bar still open;
+        # one that closed half-way left its line unended.
+        if not PROGRESS.at_line_start:
+            sys.stderr.write("\n")
         tqdm.write("xception-features: interrupted", file=sys.stderr)  # the shells' 130
         return 130
     print(

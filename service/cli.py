@@ -13,7 +13,7 @@ from artifact.errors import was_interrupted
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from service.config import Settings
+    from service.config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if isinstance(prepared, int):
         return prepared
+    from service.config import slices
     from service.edge.server import serve
 
+    app, settings = prepared
     try:
-        serve(*prepared)
+        serve(app, slices.listening(settings), slices.connections(settings))
     except KeyboardInterrupt:
         return 130
     return 0
@@ -48,7 +50,8 @@ def _prepare(argv: list[str] | None) -> tuple[FastAPI, Settings] | int:
     # (a second or so) is answered in one line too.
     from pydantic import ValidationError
 
-    from service.config import Settings, describe_validation_error, unknown_variables
+    from service.config.settings import Settings
+    from service.config.startup import describe_validation_error, unknown_variables
     from service.observability.tracing import configure_logging
 
     argparse.ArgumentParser(
@@ -68,13 +71,13 @@ def _prepare(argv: list[str] | None) -> tuple[FastAPI, Settings] | int:
         logger.warning(warning)
     from artifact.errors import ModelLoadError
     from service.app import create_app
+    from service.config import slices
     from service.edge.server import check_uvicorn
-    from service.repository.sources import source_for
 
     if (problem := check_uvicorn()) is not None:
         print(f"xception-serve: {problem}", file=sys.stderr)
         return 2
-    source = source_for(settings)
+    source = slices.source(settings)
     if settings.model_repository is None:  # one model: it must load, or nothing is served
         try:
             source.scan()

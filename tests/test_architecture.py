@@ -38,7 +38,6 @@ SERVICE_LAYERS = (
         "service",
         "service.errors",
         "service.parsing",
-        "service.config",
         "service.policy",
         "service.web",
     ),
@@ -48,11 +47,15 @@ SERVICE_LAYERS = (
     ("service.observability",),  # request ids, metrics, spans
     ("service.protocols",),  # the ways to ask: uploads, v2, OpenAI embeddings
     ("service.routes",),  # thin FastAPI routers
-    ("service.app", "service.cli", "service.__main__", "service.healthcheck"),  # wiring
+    # wiring: the settings are read here and handed down, each part its slice
+    ("service.config", "service.app", "service.cli", "service.__main__", "service.healthcheck"),
 )
 # Below the edge nothing speaks HTTP: the core and the repository run without a web framework.
 HTTP_FRAMEWORKS = {"fastapi", "starlette", "uvicorn"}
-HTTP_FREE = ("service.errors", "service.config", "service.core", "service.repository")
+HTTP_FREE = ("service.errors", "service.core", "service.repository")
+# The one module that maps the settings onto each part's slice, and who may read the settings.
+SETTINGS = "service.config"
+READS_SETTINGS = ("service.config", "service.app", "service.cli")
 
 
 def module_name(path: Path) -> str:
@@ -113,6 +116,32 @@ def test_the_core_and_the_repository_speak_no_http() -> None:
         and (http := {m.split(".")[0] for m in imported_modules(path)} & HTTP_FRAMEWORKS)
     ]
     assert not speaking, speaking
+
+
+def test_only_the_wiring_reads_the_settings() -> None:
+    """The core, the repository, the edge and the protocols take their slice of the settings
+    (types they own), never the settings module."""
+    reading = [
+        f"{module_name(path)} imports {imported}"
+        for path in sorted((ROOT / "service").rglob("*.py"))
+        if not module_name(path).startswith(READS_SETTINGS)
+        for imported in imported_modules(path)
+        if imported == SETTINGS or imported.startswith(SETTINGS + ".")
+    ]
+    assert not reading, reading
+
+
+def test_protocols_and_the_core_do_not_touch_observability() -> None:
+    """Request ids, metrics and spans are the edge's and the routes' business: a protocol or
+    the core says what happened (a request's own id, an error), it does not record it."""
+    touching = [
+        f"{module_name(path)} imports {imported}"
+        for path in sorted((ROOT / "service").rglob("*.py"))
+        if module_name(path).startswith(("service.protocols", "service.core"))
+        for imported in imported_modules(path)
+        if imported.startswith("service.observability")
+    ]
+    assert not touching, touching
 
 
 def first_party_imports(path: Path) -> set[str]:

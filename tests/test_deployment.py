@@ -128,7 +128,7 @@ sys.meta_path.insert(0, NoTorch())
 import io, time
 from fastapi.testclient import TestClient
 from service.app import create_app
-from service.config import Settings
+from service.config.settings import Settings
 settings = Settings(model={str(exported_model)!r}, device='cpu', max_batch_size=2)
 with TestClient(create_app(settings)) as client:
     while client.get('/readyz').status_code != 200:

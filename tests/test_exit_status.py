@@ -122,3 +122,25 @@ def test_a_missing_ray_is_still_named_as_the_missing_extra(
     monkeypatch.setitem(sys.modules, "ray", None)  # what Python does for a module not there
     assert ray_job.main([str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path)]) == 1
     assert "needs Ray" in capsys.readouterr().err
+
+
+def test_the_interrupted_line_starts_a_line_of_its_own_after_a_half_closed_bar(
+    exported_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Ctrl-C's timing the subprocess test above meets only sometimes: after the bar was
+    drawn and closed, before its closing newline (it is no longer open for tqdm.write to
+    clear). The message still goes on a line of its own."""
+    from bulk import features
+
+    def interrupted_mid_close(*_: object) -> None:
+        features.PROGRESS.write("\rfeatures:   0%|          | 0/1 [00:00<?, ?img/s]")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features, "extract", interrupted_mid_close)
+    argv = [str(DATA), "--model", str(exported_model), "--out", str(tmp_path / "f.npy"),
+            "--device", "cpu", "--engine", "onnxruntime"]  # fmt: skip
+    assert features.main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "xception-features: interrupted"

@@ -124,7 +124,8 @@ def test_gpu_deployment_differs_from_cpu_only_where_a_gpu_needs_it() -> None:
 
 
 def test_settings_probes_and_images_exist() -> None:
-    from service.config import DEPLOYMENT_VARIABLES, Settings
+    from service.config.settings import Settings
+    from service.config.startup import DEPLOYMENT_VARIABLES
 
     known = {f"XCEPTION_{name.upper()}" for name in Settings.model_fields} | DEPLOYMENT_VARIABLES
     paths = _route_paths()

@@ -45,7 +45,7 @@ def test_the_quick_starts_export_what_xception_serve_serves_by_default() -> None
     """Online and offline, the README's main job exports to the folder xception-serve serves
     with nothing set, then serves it; the offline one needs no download (--weights none)."""
     from export.cli import build_parser
-    from service.config import Settings
+    from service.config.settings import Settings
 
     blocks = bash_blocks((ROOT / "README.md").read_text())
     online, offline = blocks[0][0], blocks[1][0]
@@ -87,7 +87,7 @@ def _anchors(page: Path) -> set[str]:
 def test_the_readme_is_a_front_page_and_copies_no_table() -> None:
     """The manual lives in docs/: the README stays short, and the settings table is in one
     place (the reference), not copied by hand into another page."""
-    from service.config import ENV_PREFIX
+    from service.config.settings import ENV_PREFIX
 
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 100
@@ -125,7 +125,7 @@ def _settings_table() -> dict[str, str]:
 def test_docs_name_every_setting_with_its_default() -> None:
     """The reference's table lists every setting the service reads, and a default it shows
     as a plain value is the code's (a clone has no other contract to read)."""
-    from service.config import ENV_PREFIX, Settings
+    from service.config.settings import ENV_PREFIX, Settings
 
     table = _settings_table()
     wrong = []

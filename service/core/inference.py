@@ -1,11 +1,12 @@
 """One model version's inference: images → decoded arrays → batcher → rows.
 
 The request was routed and admitted at the edge (:mod:`service.edge.gate`) before it got
-here: this module does not ask again whether the version is ready or draining. What it
-decides is what only the parsed body tells — how many images (``XCEPTION_MAX_FILES``, then
-their room in the admission bound: :meth:`InferenceService.accept`) — and what happens
-while waiting: the deadline, the client leaving, the drain, a failed batch. Each ends in
-one :class:`~service.errors.ServiceError`.
+here, and comes with its :class:`~service.core.context.RequestContext` (its deadline, its
+admission ticket, its client-gone signal): this module does not ask again whether the
+version is ready or draining. What it decides is what only the parsed body tells — how many
+images (``XCEPTION_MAX_FILES``, then their room in the admission bound:
+:meth:`InferenceService.accept`) — and what happens while waiting: the deadline, the client
+leaving, the drain, a failed batch. Each ends in one :class:`~service.errors.ServiceError`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +24,7 @@ from opentelemetry import trace
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
 from service import errors
-from service.config import Settings
-from service.core.admission import AdmissionControl, Ticket
+from service.core.admission import AdmissionControl
 from service.core.batcher import (
     BatcherClosed,
     BatchFailed,
@@ -35,14 +34,13 @@ from service.core.batcher import (
     RunBatch,
     batching_for,
 )
+from service.core.context import RequestContext
 from service.core.drain import DrainSignal
+from service.core.limits import InferenceLimits
 from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-# Returns once the client has disconnected (awaited beside the result, never alone).
-ClientGone = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class InferenceService:
     def __init__(
         self,
         runtime: ModelRuntime,
-        settings: Settings,
+        limits: InferenceLimits,
         drain: DrainSignal,
         decode_pool: ThreadPoolExecutor,
         run_lock: threading.Lock | None = None,
@@ -67,13 +65,14 @@ class InferenceService:
         """``decode_pool``: shared by every version; ``run_lock``: held while the model runs,
         so versions sharing the cores take turns (default: none)."""
         self.runtime = runtime
-        self.settings = settings
+        self.limits = limits
         self.card = runtime.card
+        images, batching = limits.images, limits.batching
         self.preprocess = Preprocessor.for_card(
-            runtime.card, settings.max_pixels, settings.max_aspect_ratio, settings.image_format_set
+            runtime.card, images.max_pixels, images.max_aspect_ratio, images.image_formats
         )
         self.max_batch_size, self.max_batch_delay_ms = batching_for(
-            runtime.provider, settings.max_batch_size, settings.max_batch_delay_ms
+            runtime.provider, batching.max_batch_size, batching.max_batch_delay_ms
         )
         self.batcher = DynamicBatcher(
             runtime.run if run_lock is None else _taking_turns(runtime.run, run_lock),
@@ -81,7 +80,9 @@ class InferenceService:
             max_delay_s=self.max_batch_delay_ms / 1000.0,
         )
         self.admission = AdmissionControl(
-            self.batcher, max_queue=settings.max_queue, max_wait_s=settings.max_queue_wait_s
+            self.batcher,
+            max_queue=limits.admission.max_queue,
+            max_wait_s=limits.admission.max_queue_wait_s,
         )
         self.drain = drain
         self._decode_pool = decode_pool
@@ -115,35 +116,39 @@ class InferenceService:
             self._warmup.cancel()
         await self.batcher.close(timeout_s=timeout_s)
 
-    def accept(self, count: int, ticket: Ticket) -> None:
+    def accept(self, count: int, context: RequestContext) -> None:
         """What the body tells, before any of its images is fetched or decoded: 413 past
         ``XCEPTION_MAX_FILES``, 503 when ``count`` images do not fit the admission bound.
-        Once per request: a protocol that fetches its images calls it before fetching."""
+        Claimed once per request: a protocol that fetches its images (embeddings) calls it
+        before fetching, and :meth:`infer` then finds the claim made."""
+        ticket = context.ticket
+        assert ticket is not None, "an inference request the gate admitted"
         if ticket.claimed and ticket.images == count:
             return
-        if count > self.settings.max_files:
+        max_files = self.limits.admission.max_files
+        if count > max_files:
             raise ServiceError(
                 errors.TOO_MANY_FILES,
-                f"{count} images in one request; the limit is {self.settings.max_files} "
-                "(XCEPTION_MAX_FILES)",
+                f"{count} images in one request; the limit is {max_files} (XCEPTION_MAX_FILES)",
             )
-        ticket.claim(count)
+        try:
+            ticket.claim(count)
+        except ServiceError as refusal:
+            context.retry_after_s = refusal.retry_after_s
+            raise
 
-    async def infer(
-        self,
-        uploads: list[Upload],
-        ticket: Ticket,
-        client_gone: ClientGone,
-        timeout_s: float | None = None,
-    ) -> list[ImageOutputs]:
+    def deadline(self, context: RequestContext) -> float:
+        """The request's one deadline (fixed by the first stage that asks)."""
+        return context.deadline(self.limits.admission.request_timeout_s)
+
+    async def infer(self, uploads: list[Upload], context: RequestContext) -> list[ImageOutputs]:
         """ImageOutputs (probabilities, features) for each upload, in upload order.
 
-        ``ticket``: the request's admission (released once its images are queued);
-        ``client_gone``: returns when the client disconnects (its queued images are then
-        skipped); ``timeout_s``: a tighter deadline than XCEPTION_REQUEST_TIMEOUT_S."""
-        self.accept(len(uploads), ticket)
+        ``context``: the request's admission ticket (released once its images are queued),
+        its client-gone signal (its queued images are then skipped) and its deadline."""
+        self.accept(len(uploads), context)
+        self.deadline(context)  # from here, decoding counts against it
         loop = asyncio.get_running_loop()
-        deadline, timeout_s = self._deadline(timeout_s)
         with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
             images = await asyncio.gather(
                 *(
@@ -151,53 +156,40 @@ class InferenceService:
                     for u in uploads
                 )
             )
-        return await self._queue(images, deadline, timeout_s, client_gone, ticket)
+        return await self._queue(images, context)
 
     async def infer_pixels(
-        self,
-        images: list[np.ndarray],
-        ticket: Ticket,
-        client_gone: ClientGone,
-        timeout_s: float | None = None,
+        self, images: list[np.ndarray], context: RequestContext
     ) -> list[ImageOutputs]:
         """ImageOutputs for images already at the model's input size (uint8 [H, W, 3] each)."""
-        self.accept(len(images), ticket)
-        deadline, timeout_s = self._deadline(timeout_s)
-        return await self._queue(images, deadline, timeout_s, client_gone, ticket)
+        self.accept(len(images), context)
+        return await self._queue(images, context)
 
-    def _deadline(self, timeout_s: float | None) -> tuple[float, float]:
-        limit = self.settings.request_timeout_s
-        timeout_s = limit if timeout_s is None else min(limit, timeout_s)
-        return asyncio.get_running_loop().time() + timeout_s, timeout_s
-
-    async def _queue(
-        self,
-        images: list[np.ndarray],
-        deadline: float,
-        timeout_s: float,
-        client_gone: ClientGone,
-        ticket: Ticket,
-    ) -> list[ImageOutputs]:
+    async def _queue(self, images: list[np.ndarray], context: RequestContext) -> list[ImageOutputs]:
+        deadline = self.deadline(context)
         try:
             futures = self.batcher.submit(images, deadline)
         except BatcherClosed as exc:
             raise _shutting_down(str(exc)) from exc
         finally:
-            ticket.release()  # queued (they count in the queue now) or refused
-        return await self._await_rows(futures, deadline, timeout_s, client_gone)
+            context.release()  # queued (they count in the queue now) or refused
+        return await self._await_rows(futures, deadline, context)
 
     async def _await_rows(
         self,
         futures: list[asyncio.Future[ImageOutputs]],
         deadline: float,
-        timeout_s: float,
-        client_gone: ClientGone,
+        context: RequestContext,
     ) -> list[ImageOutputs]:
         loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
-        gone = asyncio.ensure_future(client_gone())
+        # Its outcome is read even when nobody waits for it any more (cancelled images):
+        # otherwise asyncio logs "exception was never retrieved" for each such request.
+        rows.add_done_callback(lambda done: done.cancelled() or done.exception())
+        gone = asyncio.ensure_future(context.gone())
         drain = loop.create_task(self.drain.event.wait())
         waiting: set[asyncio.Future[Any]] = {rows, gone, drain}
+        timeout_s = context.timeout_s or self.limits.admission.request_timeout_s
         try:
             while True:
                 # A drain that starts while we wait moves the deadline into the drain time.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +36,13 @@ def lower_thread_priority(niceness: int) -> None:
         logger.warning("could not lower the HTTP thread's priority (%s); continuing", exc)
         return
     logger.info("the HTTP event loop at nice %+d relative to inference and decoding", niceness)
+
+
+def started_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """A pool whose ``workers`` threads all exist now: created before the event loop lowers
+    its priority, they keep inference's (a pool starts its threads lazily otherwise)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    started = threading.Barrier(workers)
+    for _ in range(workers):
+        pool.submit(started.wait)
+    return pool

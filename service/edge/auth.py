@@ -8,11 +8,12 @@ header bytes. Control (load, unload: what is served) is a mode, as in Triton: ``
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
+from typing import Literal
 
 from starlette.types import Scope
 
 from service import errors
-from service.config import Settings
 from service.edge.routing import Route
 from service.errors import ServiceError
 
@@ -42,15 +43,23 @@ class BearerKey:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected)
 
 
+@dataclass(frozen=True, repr=False)  # no repr: the keys must not reach a log line
+class AccessKeys:
+    """The security slice of the settings (``XCEPTION_API_KEY``, ``…_ADMIN_KEY``,
+    ``…_MODEL_CONTROL``); None: no key configured."""
+
+    api_key: str | None
+    admin_key: str | None
+    model_control: Literal["none", "explicit"]
+
+
 class Access:
     """The credential a route needs, checked from the headers."""
 
-    def __init__(self, settings: Settings) -> None:
-        secret = settings.api_key.get_secret_value() if settings.api_key else None
-        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
-        self.api_key = BearerKey(secret, "XCEPTION_API_KEY")
-        self.admin_key = BearerKey(admin, "XCEPTION_ADMIN_KEY")
-        self.control = settings.model_control == "explicit"
+    def __init__(self, keys: AccessKeys) -> None:
+        self.api_key = BearerKey(keys.api_key, "XCEPTION_API_KEY")
+        self.admin_key = BearerKey(keys.admin_key, "XCEPTION_ADMIN_KEY")
+        self.control = keys.model_control == "explicit"
 
     def check(self, route: Route, scope: Scope) -> None:
         """Raise ``unauthorized`` or ``model_control_disabled``, or return: allowed."""

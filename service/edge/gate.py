@@ -12,7 +12,9 @@ Every request passes here before any of its body is read:
    A client that comes back before the ``Retry-After`` of its last refusal is first held until
    then, unread (:mod:`service.edge.pacing`);
 4. hand the request on with its :class:`Passage` in the scope's state, where the routes'
-   dependencies, the protocols and the metrics read which version serves it;
+   dependencies and the metrics read which version serves it, and whose
+   :class:`~service.core.context.RequestContext` (one clock, the ticket, the client-gone
+   signal) the protocols hand to the core;
 5. release the lease and the ticket, in one place, once the response is sent.
 
 A refusal here is answered at once in the error envelope, and the connection is closed when
@@ -27,10 +29,9 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
-from service.config import Settings
-from service.core.admission import Ticket
+from service.core.context import ClientGone, RequestContext
 from service.core.inference import InferenceService
-from service.edge.auth import Access
+from service.edge.auth import Access, AccessKeys
 from service.edge.envelope import error_response
 from service.edge.limits import content_length
 from service.edge.pacing import RetryAfterPacing
@@ -47,13 +48,13 @@ SKIP_BODY_MAX_BYTES = 1024 * 1024
 
 class Passage:
     """One request's way through the edge: its route, the version serving it (leased until
-    the response is sent) and, for inference, its admission ticket."""
+    the response is sent) and its context (clock, admission ticket, client-gone signal)."""
 
-    def __init__(self, route: Route, repository: ModelRepository) -> None:
+    def __init__(self, route: Route, repository: ModelRepository, context: RequestContext) -> None:
         self.route = route
         self.repository = repository
+        self.context = context
         self.version: ModelVersion | None = None
-        self.ticket: Ticket | None = None
         self.served: tuple[str, str] | None = None  # (name, version), kept after the release
 
     @property
@@ -75,9 +76,10 @@ class Passage:
         inference = chosen.lease()
         try:
             if self.route.policy.inference:
-                self.ticket = inference.admission.admit()
-        except ServiceError:
+                self.context.ticket = inference.admission.admit()
+        except ServiceError as refusal:
             chosen.give_back()  # refused: nothing is held
+            self.context.retry_after_s = refusal.retry_after_s
             raise
         self.version, self.served = chosen, chosen.key
 
@@ -93,13 +95,12 @@ class Passage:
         return self.inference
 
     def release(self) -> None:
-        """End the lease and the ticket (the ticket's own release is idempotent: its images
-        may be queued already)."""
-        if self.ticket is not None:
-            self.ticket.release()
+        """End the lease and the ticket (the context releases a ticket once: its images may
+        be queued already)."""
+        self.context.release()
         if self.version is not None:
             self.version.give_back()
-        self.version, self.ticket = None, None
+        self.version, self.context.ticket = None, None
 
 
 def passage_of(scope: Scope) -> Passage | None:
@@ -116,14 +117,14 @@ class RequestGate:
         app: ASGIApp,
         repository: Callable[[], ModelRepository],
         routes: Sequence[BaseRoute],
-        settings: Settings,
+        keys: AccessKeys,
     ) -> None:
         self.app = app
         self.repository = repository  # created in the app's lifespan, after this middleware
         # The app's route list itself: read once the app is complete (its first request).
         self.routes = routes
         self.table: RouteTable | None = None
-        self.access = Access(settings)
+        self.access = Access(keys)
         self.pacing = RetryAfterPacing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,7 +139,7 @@ class RequestGate:
             if route.policy.inference:
                 # Came back before its Retry-After: wait it out (ends early if the drain starts).
                 await self.pacing.hold(scope, self.repository().drain.event)
-            passage = self._admit(route, scope)
+            passage = self._admit(route, scope, receive)
         except ServiceError as refusal:
             if refusal.error is errors.OVERLOADED:
                 self.pacing.refused(scope, refusal.retry_after_s)
@@ -154,12 +155,14 @@ class RequestGate:
             await self.app(scope, receive, send)
         finally:
             passage.release()
+            if passage.context.retry_after_s:  # refused once its body was read
+                self.pacing.refused(scope, passage.context.retry_after_s)
 
-    def _admit(self, route: Route, scope: Scope) -> Passage | None:
+    def _admit(self, route: Route, scope: Scope, receive: Receive) -> Passage | None:
         """The request's passage, kept in its state, for a request that names a model."""
         if route.policy.names is Names.NOTHING:
             return None
-        passage = Passage(route, self.repository())
+        passage = Passage(route, self.repository(), RequestContext(_disconnect_of(receive)))
         scope.setdefault("state", {})[PASSAGE_STATE_KEY] = passage
         if route.policy.names is Names.BODY:
             # The model is named in the body: admitted to that one once the body is parsed
@@ -169,6 +172,17 @@ class RequestGate:
         else:
             passage.enter(route.model, route.version)
         return passage
+
+
+def _disconnect_of(receive: Receive) -> ClientGone:
+    """Returns once the client has gone: awaited only after the body was read (the core
+    awaits it beside the result), when ``receive`` has nothing left but the disconnect."""
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
 
 
 def _costly_to_skip(scope: Scope) -> bool:

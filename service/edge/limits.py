@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import FIRST_COMPLETED
+from dataclasses import dataclass
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,33 @@ from service.parsing import MAX_DIGITS, Unparseable, count
 
 # What a Content-Length that is no count reads as: larger than any limit.
 UNREADABLE_LENGTH = 10**MAX_DIGITS
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """A request body's size and time (``XCEPTION_MAX_UPLOAD_MB``, ``…_BODY_TIMEOUT_S``)."""
+
+    max_upload_mb: float
+    body_timeout_s: float
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """A connection's headers, count, idle time and drain (the server applies them)."""
+
+    max_header_kb: int
+    header_timeout_s: float
+    max_connections: int
+    keep_alive_s: int
+    drain_timeout_s: float
+
+    @property
+    def max_header_bytes(self) -> int:
+        return self.max_header_kb * 1024
 
 
 def content_length(scope: Scope) -> int | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -24,9 +25,9 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service import errors
-from service.config import Settings
 from service.core.drain import DrainSignal
 from service.edge.envelope import envelope_bytes, error_response
+from service.edge.limits import ConnectionLimits
 from service.errors import ErrorCode, ServiceError
 
 ASGIApp = Any  # uvicorn's own ASGI3Application type is private
@@ -155,15 +156,25 @@ class EdgeProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_for(settings: Settings) -> type[EdgeProtocol]:
-    """An :class:`EdgeProtocol` subclass carrying ``settings``' limits (uvicorn builds one
+@dataclass(frozen=True)
+class Listening:
+    """Where the server listens and how loudly it logs (``XCEPTION_HOST``, ``…_PORT``,
+    ``…_LOG_LEVEL``)."""
+
+    host: str
+    port: int
+    log_level: str
+
+
+def protocol_for(limits: ConnectionLimits) -> type[EdgeProtocol]:
+    """An :class:`EdgeProtocol` subclass carrying the header limits (uvicorn builds one
     protocol object per connection from the class alone)."""
     return type(
         "ConfiguredEdgeProtocol",
         (EdgeProtocol,),
         {
-            "header_timeout_s": settings.header_timeout_s,
-            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout_s": limits.header_timeout_s,
+            "max_header_bytes": limits.max_header_bytes,
         },
     )
 
@@ -180,18 +191,18 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Any, settings: Settings) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, then drain within ``settings.drain_timeout_s``."""
+def serve(app: Any, listening: Listening, limits: ConnectionLimits) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, then drain within ``limits.drain_timeout_s``."""
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        host=listening.host,
+        port=listening.port,
+        log_level=listening.log_level,
         log_config=None,  # logging is configured already (observability.tracing): request ids
-        http=protocol_for(settings),
+        http=protocol_for(limits),
         # uvicorn counts the connection being refused too: +1 so that max_connections are served.
-        limit_concurrency=settings.max_connections + 1,
-        timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        limit_concurrency=limits.max_connections + 1,
+        timeout_keep_alive=limits.keep_alive_s,
+        timeout_graceful_shutdown=math.ceil(limits.drain_timeout_s),
     )
     DrainingServer(config, app.state.drain).run()

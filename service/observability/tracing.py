@@ -29,6 +29,13 @@ def sane(value: str | None) -> str | None:
     return value if value is not None and SANE_ID.fullmatch(value) else None
 
 
+def adopt_request_id(value: str | None) -> None:
+    """The request named itself (a v2 request's ``id``): that id, if sane, replaces the
+    header's in the response's X-Request-ID and in the log lines from here on."""
+    if adopted := sane(value):
+        REQUEST_ID.set(adopted)
+
+
 class RequestIdMiddleware:
     """Outermost: picks the request's id before anything else can log about it."""
 

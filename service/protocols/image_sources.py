@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from service import errors
-from service.config import Settings
 from service.errors import ErrorCode
 
 
@@ -51,16 +50,13 @@ def decode_base64(value: str, where: str) -> bytes:
 
 @dataclass(frozen=True)
 class UrlPolicy:
-    """Which hosts images may be fetched from (empty: none), how big, how long."""
+    """Which hosts images may be fetched from (empty: none), how big, how long: the slice of
+    the settings ``XCEPTION_URL_HOSTS``, ``XCEPTION_MAX_UPLOAD_MB``, ``XCEPTION_URL_TIMEOUT_S``
+    name."""
 
     hosts: frozenset[str]
     max_bytes: int
     timeout_s: float
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> UrlPolicy:
-        """``XCEPTION_URL_HOSTS``, ``XCEPTION_MAX_UPLOAD_MB``, ``XCEPTION_URL_TIMEOUT_S``."""
-        return cls(settings.url_host_set, settings.max_upload_bytes, settings.url_timeout_s)
 
     def check(self, url: str, where: str) -> None:
         """A :class:`SourceError` unless ``url`` may be fetched (decided without the network)."""
@@ -80,14 +76,15 @@ class UrlPolicy:
                 f"(XCEPTION_URL_HOSTS: {', '.join(sorted(self.hosts))})"
             )
 
-    async def fetch_all(self, urls: list[tuple[str, str]], deadline_s: float) -> list[bytes]:
+    async def fetch_all(self, urls: list[tuple[str, str]], deadline: float) -> list[bytes]:
         """The bytes at each allowed ``(url, where)``, fetched concurrently; each within
         ``XCEPTION_URL_TIMEOUT_S`` in total (not per read: a remote dripping one byte at a
-        time is cut off) and all within ``deadline_s`` seconds. Any failure is a
-        :class:`SourceError` naming its item."""
+        time is cut off) and all by ``deadline`` (the loop time the request's result is
+        due). Any failure is a :class:`SourceError` naming its item."""
         for url, where in urls:
             self.check(url, where)  # all refused at once, before any connection
-        limit = min(self.timeout_s, deadline_s)
+        left_s = max(deadline - asyncio.get_running_loop().time(), 1e-6)
+        limit = min(self.timeout_s, left_s)
         # No redirects (they could leave the allow-list), no proxy or .netrc from the
         # environment: the server fetches exactly the URL it checked.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:

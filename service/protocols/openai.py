@@ -9,7 +9,6 @@ deadlines as every other endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any, Literal
 
@@ -17,9 +16,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from artifact.results import l2_normalize
-from service.config import Settings
-from service.core.admission import Ticket
-from service.core.inference import ClientGone, InferenceService, Upload
+from service.core.context import RequestContext
+from service.core.inference import InferenceService, Upload
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
 from service.protocols.uploads import source_error
 
@@ -40,20 +38,18 @@ def model_ref(model: str) -> tuple[str, str | None]:
 async def embed(
     inference: InferenceService,
     request: EmbeddingsRequest,
-    settings: Settings,
-    ticket: Ticket,
-    client_gone: ClientGone,
+    urls: UrlPolicy,
+    context: RequestContext,
 ) -> dict[str, Any]:
-    """The OpenAI embeddings response for ``request``, from ``service`` (the version its
-    ``model`` routes to: :func:`model_ref`)."""
+    """The OpenAI embeddings response for ``request``, from ``inference`` (the version its
+    ``model`` routes to: :func:`model_ref`); ``urls``: the hosts it may fetch images from."""
     card = inference.card
-    loop = asyncio.get_running_loop()
-    started = loop.time()  # the request's deadline covers fetching its URLs too
     items = [request.input] if isinstance(request.input, str) else request.input
-    inference.accept(len(items), ticket)  # before fetching or decoding any of them
-    uploads = await _load_all(items, UrlPolicy.for_settings(settings), settings.request_timeout_s)
-    left_s = settings.request_timeout_s - (loop.time() - started)
-    rows = await inference.infer(uploads, ticket, client_gone, timeout_s=max(left_s, 1e-6))
+    inference.accept(len(items), context)  # before fetching or decoding any of them
+    # The request's one deadline covers fetching its URLs too.
+    deadline = inference.deadline(context)
+    uploads = await _load_all(items, urls, deadline)
+    rows = await inference.infer(uploads, context)
     data = []
     for index, row in enumerate(rows):
         vector = l2_normalize(row.features).astype(np.float32)
@@ -72,8 +68,9 @@ async def embed(
     }
 
 
-async def _load_all(items: list[str], urls: UrlPolicy, deadline_s: float) -> list[Upload]:
-    """Each input's bytes: base64 decoded here, URLs fetched together (image_sources)."""
+async def _load_all(items: list[str], urls: UrlPolicy, deadline: float) -> list[Upload]:
+    """Each input's bytes: base64 decoded here, URLs fetched together by ``deadline`` (the
+    loop time the request's result is due: image_sources)."""
     names = [f"input[{i}]" for i in range(len(items))]
     try:
         data: dict[int, bytes] = {
@@ -81,7 +78,7 @@ async def _load_all(items: list[str], urls: UrlPolicy, deadline_s: float) -> lis
         }
         wanted = [i for i, value in enumerate(items) if is_url(value)]
         if wanted:
-            fetched = await urls.fetch_all([(items[i], names[i]) for i in wanted], deadline_s)
+            fetched = await urls.fetch_all([(items[i], names[i]) for i in wanted], deadline)
             data.update(zip(wanted, fetched, strict=True))
     except SourceError as exc:
         raise source_error(exc) from exc

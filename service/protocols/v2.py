@@ -9,6 +9,7 @@ every protocol share the same batcher, limits and deadlines.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,10 @@ import numpy as np
 from artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from artifact.results import top_k
 from service import errors
-from service.core.admission import Ticket
 from service.core.batcher import ImageOutputs
-from service.core.inference import ClientGone, InferenceService, Upload
+from service.core.context import RequestContext
+from service.core.inference import InferenceService, Upload
 from service.errors import ServiceError
-from service.observability.tracing import REQUEST_ID, sane
 from service.protocols.parameters import checked_top_k
 from service.protocols.v2_codec import (
     InferRequest,
@@ -55,31 +55,40 @@ def model_metadata(card: ModelCard, versions: list[str], engine: dict[str, Any])
     }
 
 
-async def infer(
-    inference: InferenceService,
-    body: bytes,
-    header_length: str | None,
-    ticket: Ticket,
-    client_gone: ClientGone,
-) -> tuple[bytes, int | None]:
-    """A v2 infer request → (response body, JSON header length when outputs are binary)."""
+@dataclass(frozen=True)
+class InferReply:
+    """A v2 infer response: its body, and the JSON header's length when outputs are binary
+    (the ``Inference-Header-Content-Length``)."""
+
+    content: bytes
+    header_length: int | None
+
+
+def parse(body: bytes, header_length: str | None) -> InferRequest:
+    """The infer request in ``body`` (``header_length``: its
+    ``Inference-Header-Content-Length``), or 400 ``invalid_tensor`` saying what is wrong."""
     try:
-        request = parse_request(body, header_length)
+        return parse_request(body, header_length)
     except ProtocolError as exc:
         raise _invalid(str(exc)) from exc
-    if request_id := sane(request.id):
-        REQUEST_ID.set(request_id)  # the response's X-Request-ID and its log lines
+
+
+async def infer(
+    inference: InferenceService, request: InferRequest, context: RequestContext
+) -> InferReply:
+    """Run a parsed v2 infer ``request`` on ``inference``."""
+    context.shorten(request.timeout_s)  # parameters.timeout, if tighter than the service's
     card = inference.card
     wanted = _requested(request, inference)
     if set(request.inputs) == {INPUT_NAME}:
         images = _pixels(request.inputs[INPUT_NAME], card)
-        rows = await inference.infer_pixels(images, ticket, client_gone, request.timeout_s)
+        rows = await inference.infer_pixels(images, context)
     elif set(request.inputs) == {BYTES_INPUT}:
         tensor = request.inputs[BYTES_INPUT]
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or not tensor.shape[0]:
             raise _invalid(f"input {BYTES_INPUT!r} must be BYTES of shape [N], N ≥ 1")
         uploads = [Upload(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.values)]
-        rows = await inference.infer(uploads, ticket, client_gone, request.timeout_s)
+        rows = await inference.infer(uploads, context)
     else:
         raise _invalid(
             f"inputs {sorted(request.inputs)}: send exactly one of {INPUT_NAME!r} (UINT8 "
@@ -88,7 +97,10 @@ async def infer(
     header: dict[str, Any] = {"model_name": card.name, "model_version": card.version}
     if request.id is not None:
         header["id"] = request.id
-    return encode_response(header, [(_output(name, k, rows, card), b) for name, k, b in wanted])
+    content, length = encode_response(
+        header, [(_output(name, k, rows, card), b) for name, k, b in wanted]
+    )
+    return InferReply(content, length)
 
 
 def _invalid(message: str) -> ServiceError:

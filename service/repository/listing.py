@@ -3,9 +3,10 @@ version's card, runtime and counters) and ``POST /v2/repository/index`` (Triton'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
-from service.config import Settings
 from service.core.inference import InferenceService
 from service.errors import ServiceError
 from service.repository.repository import ModelRepository
@@ -39,6 +40,14 @@ def repository_index(repository: ModelRepository, ready_only: bool) -> list[dict
     return index
 
 
+def listed(settings_slice: Any) -> dict[str, Any]:
+    """A slice of the settings (a dataclass) as JSON values: sets as sorted lists."""
+    return {
+        key: sorted(value) if isinstance(value, frozenset) else value
+        for key, value in asdict(settings_slice).items()
+    }
+
+
 def _reason(repository: ModelRepository, entry: ModelVersion) -> str:
     if entry.reason:
         return entry.reason
@@ -49,9 +58,10 @@ def _reason(repository: ModelRepository, entry: ModelVersion) -> str:
     return ""
 
 
-def models_listing(repository: ModelRepository, settings: Settings) -> dict[str, Any]:
+def models_listing(repository: ModelRepository, server: Mapping[str, Any]) -> dict[str, Any]:
     """Every model and version, the default model's card and runtime on top (as before the
-    repository existed: one model's card and runtime)."""
+    repository existed: one model's card and runtime). ``server``: the server-wide slices
+    (``threads`` and ``limits``: service.config.slices.listed) beside each version's own."""
     try:
         default: ModelVersion | None = repository.resolve(None, None)
     except ServiceError:  # no default (several models, none named) or nothing ready yet
@@ -63,7 +73,7 @@ def models_listing(repository: ModelRepository, settings: Settings) -> dict[str,
             described["default"] = entry is default
             if entry.inference is not None:
                 described["card"] = entry.inference.card.model_dump(mode="json", exclude_none=True)
-                described["runtime"] = runtime_info(entry.inference, settings)
+                described["runtime"] = runtime_info(entry.inference, server)
             versions.append(described)
     shown = next((v for v in versions if v["default"]), {})
     return {
@@ -76,9 +86,11 @@ def models_listing(repository: ModelRepository, settings: Settings) -> dict[str,
     }
 
 
-def runtime_info(inference: InferenceService, settings: Settings) -> dict[str, Any]:
-    """Provider, batching settings, thread and request limits, counters of one version."""
+def runtime_info(inference: InferenceService, server: Mapping[str, Any]) -> dict[str, Any]:
+    """Provider, batching and admission, threads, limits (the slices the version and the
+    server were configured with, as they are), counters of one version."""
     stats = inference.batcher.stats
+    limits = inference.limits
     return {
         "provider": inference.runtime.provider,
         # Which engine, how it was chosen (forced, the only one, or measured here: the figures).
@@ -86,30 +98,15 @@ def runtime_info(inference: InferenceService, settings: Settings) -> dict[str, A
         "model_file": str(inference.runtime.path),
         "warmup_seconds": inference.warmup_seconds,
         "batching": {
+            # The batcher's values: the provider's defaults where the settings left them unset.
             "max_batch_size": inference.max_batch_size,
             "max_batch_delay_ms": inference.max_batch_delay_ms,
-            "max_queue": settings.max_queue,
-            "max_queue_wait_s": settings.max_queue_wait_s,
-            "request_timeout_s": settings.request_timeout_s,
+            **asdict(limits.admission),
             "seconds_per_image": stats.seconds_per_image,
             "expected_wait_s": inference.admission.expected_wait_s(),
         },
-        "threads": {
-            "ort_intra_op": settings.intra_op_threads,
-            "decode": settings.decode_workers,
-        },
-        "limits": {
-            "max_upload_mb": settings.max_upload_mb,
-            "max_pixels": settings.max_pixels,
-            "max_files": settings.max_files,
-            "max_aspect_ratio": settings.max_aspect_ratio,
-            "max_header_kb": settings.max_header_kb,
-            "header_timeout_s": settings.header_timeout_s,
-            "body_timeout_s": settings.body_timeout_s,
-            "max_connections": settings.max_connections,
-            "keep_alive_s": settings.keep_alive_s,
-            "drain_timeout_s": settings.drain_timeout_s,
-        },
+        "threads": dict(server["threads"]),
+        "limits": {**listed(limits.images), **server["limits"]},
         "counters": {
             "queue_depth": inference.batcher.queue_depth,
             "in_flight": inference.batcher.in_flight,

@@ -22,15 +22,16 @@ import functools
 import logging
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from service import errors
-from service.config import Settings
 from service.core.drain import DrainSignal
 from service.core.inference import InferenceService
+from service.core.limits import InferenceLimits
+from service.core.priority import started_pool
 from service.errors import ServiceError
+from service.repository.selection import RepositorySettings
 from service.repository.sources import Found, ModelSource
 from service.repository.version import ModelVersion
 
@@ -40,28 +41,32 @@ logger = logging.getLogger(__name__)
 class ModelRepository:
     """Owns every :class:`ModelVersion`, the shared decode pool and the run lock."""
 
-    def __init__(self, settings: Settings, drain: DrainSignal, source: ModelSource) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        config: RepositorySettings,
+        limits: InferenceLimits,
+        drain: DrainSignal,
+        source: ModelSource,
+    ) -> None:
+        """``limits``: every version's inference limits."""
+        self.config = config
+        self.limits = limits
         self.drain = drain
         self.source = source
-        self.policy = settings.policy
+        self.policy = config.policy
         self.versions: dict[tuple[str, str], ModelVersion] = {}
         self.held: set[str] = set()  # unloaded on request: scans leave them alone until loaded
         self.found: Found = {}
         self.scanned = False
         self.scan_error: str | None = None  # why the last scan failed (readiness says it)
-        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
-        # Every decode thread started now, before the event loop lowers its priority: decoding
-        # feeds inference, and at +10 it starved it at ordinary load (bench peers, c=8:
-        # 4.45 → 5.42 img/s, refusals 13 → 0). Admission bounds the decode work a storm causes.
-        started = threading.Barrier(settings.decode_workers)
-        for _ in range(settings.decode_workers):
-            self.decode_pool.submit(started.wait)
+        # Decode threads at inference's priority, not the event loop's: decoding feeds
+        # inference, and at +10 it starved it at ordinary load (bench peers, c=8: 4.45 → 5.42
+        # img/s, refusals 13 → 0). Admission bounds the decode work a storm causes.
+        self.decode_pool = started_pool(config.decode_workers, "decode")
         self.run_lock = threading.Lock()
-        # Scans, sessions and batchers run on this thread, started now: the threads they create
-        # inherit its priority, not the (lowered) one of the event loop (service.core.priority).
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
-        self._loader.submit(lambda: None).result()
+        # Scans, sessions and batchers run on this thread: the threads they create inherit its
+        # priority, not the (lowered) one of the event loop (service.core.priority).
+        self._loader = started_pool(1, "model-loader")
         self._reconciling = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -123,7 +128,7 @@ class ModelRepository:
                     if entry.version in on_disk
                     else "removed from the repository"
                 )
-                self._in_background(entry.unload(why, self.settings.drain_timeout_s))
+                self._in_background(entry.unload(why, self.config.drain_timeout_s))
 
     def _target(self, name: str, on_disk: dict[str, Path]) -> list[str]:
         usable = [v for v in on_disk if self.versions[(name, v)].state != "failed"]
@@ -137,7 +142,7 @@ class ModelRepository:
         return await loop.run_in_executor(
             self._loader,
             lambda: InferenceService(
-                runtime, self.settings, self.drain, self.decode_pool, self.run_lock
+                runtime, self.limits, self.drain, self.decode_pool, self.run_lock
             ),
         )
 
@@ -173,7 +178,7 @@ class ModelRepository:
             self.held.add(name)
             await asyncio.gather(
                 *(
-                    entry.unload("unloaded on request", self.settings.drain_timeout_s)
+                    entry.unload("unloaded on request", self.config.drain_timeout_s)
                     for entry in self.of(name)
                     if entry.state in ("ready", "loading")
                 )
@@ -207,8 +212,8 @@ class ModelRepository:
 
     def default_name(self) -> str:
         """``XCEPTION_DEFAULT_MODEL``, else the only model there is."""
-        if self.settings.default_model is not None:
-            return self.settings.default_model
+        if self.config.default_model is not None:
+            return self.config.default_model
         names = sorted({name for name, _ in self.versions if name not in self.held})
         if len(names) == 1:
             return names[0]
@@ -280,7 +285,7 @@ class ModelRepository:
     async def stop(self) -> None:
         """Drain every loaded version within the drain time, then release the pools."""
         left_s = max(0.0, self.drain.deadline - asyncio.get_running_loop().time())
-        timeout_s = min(left_s, self.settings.request_timeout_s)
+        timeout_s = min(left_s, self.limits.admission.request_timeout_s)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(

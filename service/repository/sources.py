@@ -6,8 +6,9 @@ version's files changed, and open one (checked) — so the repository has one lo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from artifact.layout import MODEL_FILE, model_file
 from artifact.repository import (
@@ -18,7 +19,6 @@ from artifact.repository import (
     verify_version,
 )
 from artifact.runtime import ModelRuntime
-from service.config import Settings
 
 Found = dict[str, dict[str, Path]]  # {name: {version: folder}}
 
@@ -37,20 +37,30 @@ class ModelSource(Protocol):
         ...
 
 
-def _runtime(path: Path, settings: Settings) -> ModelRuntime:
-    return ModelRuntime(
-        path, settings.device, settings.intra_op_threads, settings.ort_spinning,
-        engine=settings.engine,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class EngineSettings:
+    """How a version's session is opened: the engine slice of the settings (``XCEPTION_DEVICE``,
+    ``…_ENGINE``, ``…_ORT_THREADS`` as a count, ``…_ORT_SPINNING``)."""
+
+    device: Literal["auto", "cuda", "cpu"]
+    engine: Literal["auto", "onnxruntime", "openvino"]
+    intra_op_threads: int
+    ort_spinning: bool
+
+    def open(self, path: Path) -> ModelRuntime:
+        """The session of the model file at ``path`` (blocking)."""
+        return ModelRuntime(
+            path, self.device, self.intra_op_threads, self.ort_spinning, engine=self.engine
+        )
 
 
 class FolderSource:
     """``XCEPTION_MODEL_REPOSITORY``: every version the exporter published under a folder,
     each verified (card, SHA-256, the embedded card's identity) before it is served."""
 
-    def __init__(self, root: Path, settings: Settings) -> None:
+    def __init__(self, root: Path, engine: EngineSettings) -> None:
         self.root = root
-        self.settings = settings
+        self.engine = engine
 
     def scan(self) -> Found:
         return scan_repository(self.root)
@@ -63,7 +73,7 @@ class FolderSource:
 
     def open(self, folder: Path) -> ModelRuntime:
         verify_version(folder)
-        runtime = _runtime(folder / MODEL_FILE, self.settings)
+        runtime = self.engine.open(folder / MODEL_FILE)
         check_identity(runtime.card, folder, "the card inside model.onnx")
         return runtime
 
@@ -77,15 +87,15 @@ class SingleModel:
     scans before it serves, so a model that cannot load is one line and exit 1.
     """
 
-    def __init__(self, path: Path, settings: Settings) -> None:
+    def __init__(self, path: Path, engine: EngineSettings) -> None:
         self.path = path
-        self.settings = settings
+        self.engine = engine
         self._found: Found | None = None
         self._opened: ModelRuntime | None = None
 
     def scan(self) -> Found:
         if self._found is None:
-            runtime = _runtime(model_file(self.path), self.settings)
+            runtime = self.engine.open(model_file(self.path))
             self._opened = runtime
             self._found = {runtime.card.name: {runtime.card.version: self.path}}
         return self._found
@@ -95,11 +105,11 @@ class SingleModel:
 
     def open(self, folder: Path) -> ModelRuntime:
         runtime, self._opened = self._opened, None  # used once; a reload reads the file again
-        return runtime or _runtime(model_file(self.path), self.settings)
+        return runtime or self.engine.open(model_file(self.path))
 
 
-def source_for(settings: Settings) -> ModelSource:
-    """The source ``settings`` name: the repository folder, else the single model."""
-    if settings.model_repository is not None:
-        return FolderSource(settings.model_repository, settings)
-    return SingleModel(settings.model, settings)
+def source_for(repository: Path | None, model: Path, engine: EngineSettings) -> ModelSource:
+    """The repository folder (``XCEPTION_MODEL_REPOSITORY``) if set, else the single model."""
+    if repository is not None:
+        return FolderSource(repository, engine)
+    return SingleModel(model, engine)

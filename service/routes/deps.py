@@ -1,4 +1,5 @@
-"""What the routes declare: the settings, the version serving the request, its uploads, the caller.
+"""What the routes declare: the version serving the request, its context, its uploads, the
+repository, and the slices of the settings a route hands on (the URL policy, the listing).
 
 The gate (:mod:`service.edge.gate`) routed, authenticated and admitted the request before any
 of this runs, from the route Starlette matches and the same query; the ``?model=``/
@@ -8,22 +9,28 @@ of this runs, from the route Starlette matches and the same query; the ``?model=
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 
-from service.config import Settings
-from service.core.admission import Ticket
-from service.core.inference import ClientGone, InferenceService, Upload
+from service.core.context import RequestContext
+from service.core.inference import InferenceService, Upload
 from service.edge.gate import Passage, passage_of
+from service.protocols.image_sources import UrlPolicy
 from service.protocols.uploads import read_uploads
 from service.repository.repository import ModelRepository
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def get_url_policy(request: Request) -> UrlPolicy:
+    """Where ``/v1/embeddings`` may fetch image URLs from (XCEPTION_URL_HOSTS…)."""
+    urls: UrlPolicy = request.app.state.url_policy
+    return urls
+
+
+def get_listed_settings(request: Request) -> dict[str, Any]:
+    """The server-wide limits ``/v1/models`` shows beside each version's own."""
+    listed: dict[str, Any] = request.app.state.listed_settings
+    return listed
 
 
 def get_repository(request: Request) -> ModelRepository:
@@ -37,27 +44,9 @@ def get_passage(request: Request) -> Passage:
     return passage
 
 
-@dataclass(frozen=True)
-class Caller:
-    """What inference needs from the HTTP request: a way to learn that its client has gone,
-    and its passage (the admission ticket, released once its images are queued)."""
-
-    gone: ClientGone
-    passage: Passage
-
-    @property
-    def ticket(self) -> Ticket:
-        assert self.passage.ticket is not None, "an inference route the gate admitted"
-        return self.passage.ticket
-
-
-def get_caller(request: Request, passage: Annotated[Passage, Depends(get_passage)]) -> Caller:
-    async def gone() -> None:
-        # After the body was read, receive() waits for the disconnect message.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    return Caller(gone=gone, passage=passage)
+def get_context(passage: Annotated[Passage, Depends(get_passage)]) -> RequestContext:
+    """The request's deadline, admission ticket and client-gone signal (born at the gate)."""
+    return passage.context
 
 
 def served_by_query(
@@ -100,10 +89,12 @@ async def get_uploads(
     return await read_uploads(request, filename)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 QueryServedDep = Annotated[InferenceService, Depends(served_by_query)]
 PathServedDep = Annotated[InferenceService, Depends(served_by_path)]
 UploadsDep = Annotated[list[Upload], Depends(get_uploads)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
+PassageDep = Annotated[Passage, Depends(get_passage)]
+ContextDep = Annotated[RequestContext, Depends(get_context)]
+UrlPolicyDep = Annotated[UrlPolicy, Depends(get_url_policy)]
+ListedSettingsDep = Annotated[dict[str, Any], Depends(get_listed_settings)]
 VersionDep = Depends(model_version)

@@ -10,7 +10,7 @@ from artifact.results import l2_normalize, top_k
 from service.policy import INFERENCE_BY_BODY, INFERENCE_BY_QUERY, edge
 from service.protocols.openai import EmbeddingsRequest, embed, model_ref
 from service.protocols.parameters import checked_top_k
-from service.routes.deps import CallerDep, QueryServedDep, SettingsDep, UploadsDep
+from service.routes.deps import ContextDep, PassageDep, QueryServedDep, UploadsDep, UrlPolicyDep
 from service.routes.schemas import (
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
@@ -30,7 +30,7 @@ DEFAULT_TOP_K = 5
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGES_REQUEST_BODY)
 @edge(INFERENCE_BY_QUERY)
 async def classify(
-    caller: CallerDep,
+    context: ContextDep,
     inference: QueryServedDep,
     uploads: UploadsDep,
     k: Annotated[
@@ -41,7 +41,7 @@ async def classify(
     """Top-k labels for each uploaded image, in upload order, from the model ``?model=``
     and ``?version=`` name (default: the default model's newest version)."""
     k = min(DEFAULT_TOP_K, inference.card.num_classes) if k is None else checked_top_k(k, inference)
-    rows = await inference.infer(uploads, caller.ticket, caller.gone)
+    rows = await inference.infer(uploads, context)
     labels = inference.card.labels
     return ClassifyResponse(
         model=ModelRef(name=inference.card.name, version=inference.card.version),
@@ -61,13 +61,13 @@ async def classify(
 @router.post("/features", response_model=FeaturesResponse, openapi_extra=IMAGES_REQUEST_BODY)
 @edge(INFERENCE_BY_QUERY)
 async def features(
-    caller: CallerDep,
+    context: ContextDep,
     inference: QueryServedDep,
     uploads: UploadsDep,
     normalize: Annotated[bool, Query(description="L2-normalise each vector")] = False,
 ) -> FeaturesResponse:
     """The pooled bottleneck features (2048-d for Xception) of each image, in upload order."""
-    rows = await inference.infer(uploads, caller.ticket, caller.gone)
+    rows = await inference.infer(uploads, context)
     return FeaturesResponse(
         model=ModelRef(name=inference.card.name, version=inference.card.version),
         dim=inference.card.num_features,
@@ -84,9 +84,9 @@ async def features(
 @router.post("/v1/embeddings", responses=answers(502))
 @edge(INFERENCE_BY_BODY)
 async def embeddings(
-    body: EmbeddingsRequest, caller: CallerDep, settings: SettingsDep
+    body: EmbeddingsRequest, passage: PassageDep, urls: UrlPolicyDep
 ) -> dict[str, Any]:
     """OpenAI-style image embeddings (L2-normalised features) from the model ``model`` names
     (``name`` or ``name/version``); see service.protocols.openai."""
-    inference = caller.passage.reroute(*model_ref(body.model))
-    return await embed(inference, body, settings, caller.ticket, caller.gone)
+    inference = passage.reroute(*model_ref(body.model))
+    return await embed(inference, body, urls, passage.context)

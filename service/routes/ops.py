@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.policy import KEYED, PUBLIC, edge
 from service.repository.listing import models_listing
-from service.routes.deps import RepositoryDep, SettingsDep
+from service.routes.deps import ListedSettingsDep, RepositoryDep
 from service.routes.schemas import ModelsResponse, Status, answers
 
 router = APIRouter(responses=answers())
@@ -31,9 +31,9 @@ async def readyz(repository: RepositoryDep) -> Status:
 
 @router.get("/v1/models", response_model=ModelsResponse)
 @edge(KEYED)
-async def models(repository: RepositoryDep, settings: SettingsDep) -> ModelsResponse:
+async def models(repository: RepositoryDep, server: ListedSettingsDep) -> ModelsResponse:
     """Every model and version with its state; loaded ones with card, runtime and counters."""
-    return ModelsResponse(**models_listing(repository, settings))
+    return ModelsResponse(**models_listing(repository, server))
 
 
 @router.get("/metrics", response_class=Response)

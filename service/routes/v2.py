@@ -14,10 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
+from service.observability.tracing import adopt_request_id
 from service.policy import INFERENCE_BY_PATH, KEYED, MODEL_BY_PATH, PUBLIC, EdgePolicy, edge
-from service.protocols.v2 import infer, model_metadata
+from service.protocols.v2 import infer, model_metadata, parse
 from service.protocols.v2_codec import HEADER_LENGTH
-from service.routes.deps import CallerDep, PathServedDep, RepositoryDep, VersionDep
+from service.routes.deps import ContextDep, PathServedDep, RepositoryDep, VersionDep
 from service.routes.schemas import INFER_REQUEST_BODY, answers
 
 router = APIRouter(tags=["Open Inference Protocol (KServe v2)"], responses=answers(v2=True))
@@ -88,16 +89,17 @@ async def model_ready(inference: PathServedDep) -> dict[str, Any]:
 
 
 @for_both_model_paths("POST", "/infer", INFERENCE_BY_PATH, INFER_REQUEST_BODY)
-async def infer_endpoint(request: Request, inference: PathServedDep, caller: CallerDep) -> Response:
+async def infer_endpoint(
+    request: Request, inference: PathServedDep, context: ContextDep
+) -> Response:
     """JSON tensors or the binary tensor extension; see service.protocols.v2 for the tensors."""
-    body = await request.body()
-    content, header_length = await infer(
-        inference, body, request.headers.get(HEADER_LENGTH), caller.ticket, caller.gone
-    )
-    if header_length is None:
-        return Response(content, media_type="application/json")
+    parsed = parse(await request.body(), request.headers.get(HEADER_LENGTH))
+    adopt_request_id(parsed.id)  # the response's X-Request-ID and its log lines
+    reply = await infer(inference, parsed, context)
+    if reply.header_length is None:
+        return Response(reply.content, media_type="application/json")
     return Response(
-        content,
+        reply.content,
         media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
+        headers={HEADER_LENGTH: str(reply.header_length)},
     )

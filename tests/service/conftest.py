@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from bench.loadgen import ServiceProcess
 from service.app import create_app
-from service.config import Settings
+from service.config.settings import Settings
 from service.core.inference import InferenceService
 from service.repository.repository import ModelRepository
 

@@ -27,6 +27,7 @@ from service.core.batcher import (
     DeadlineExceeded,
     DynamicBatcher,
 )
+from service.edge.pacing import MAX_HOLD_S
 from service.errors import ServiceError
 from tests.service.conftest import files, image_bytes, make_settings, served, wait_ready
 from tests.service.test_api import assert_envelope
@@ -125,8 +126,13 @@ def test_queue_overflow_gives_503_with_retry_after(exported_model: Path) -> None
         wait_ready(app)
         response = app.post("/classify", files=files(*[(f"{i}.jpg", CAT) for i in range(3)]))
         assert_envelope(response, 503, "overloaded")
-        assert int(response.headers["Retry-After"]) >= 1
+        retry_after = int(response.headers["Retry-After"])
+        assert retry_after >= 1
+        # Refused once its body was read (3 images, room for 2): the client that comes back
+        # at once is held until its Retry-After, as for a refusal from the headers.
+        started = time.monotonic()
         assert app.post("/classify", files=files(("ok.jpg", CAT))).status_code == 200
+        assert time.monotonic() - started >= min(retry_after, MAX_HOLD_S) - 0.1
         counters = app.get("/v1/models").json()["runtime"]["counters"]
         assert counters["rejected_queue_full"] == 1
 
@@ -390,30 +396,31 @@ def test_capacity_is_checked_with_the_real_count_before_decoding(exported_model:
 
     from artifact.errors import ImageError
     from artifact.runtime import ModelRuntime
+    from service.config import slices
+    from service.core.context import RequestContext
     from service.core.drain import DrainSignal
     from service.core.inference import InferenceService, Upload
 
-    async def never() -> None:
-        await asyncio.Event().wait()
-
     async def scenario() -> None:
         runtime = ModelRuntime(exported_model / "model.onnx", "cpu")
-        settings = make_settings(exported_model, max_queue=3)
+        limits = slices.inference(make_settings(exported_model, max_queue=3))
         with ThreadPoolExecutor(1) as pool:
-            service = InferenceService(runtime, settings, DrainSignal(5), pool)
+            service = InferenceService(runtime, limits, DrainSignal(5), pool)
             image = np.zeros((*runtime.card.input_size, 3), dtype=np.uint8)
             service.batcher.submit([image], deadline=1e18)  # not started: it stays queued
-            ticket = service.admission.admit()  # 1 queued + this one's first image: fits
+            context = RequestContext()
+            context.ticket = service.admission.admit()  # 1 queued + this one's first: fits
             broken = Upload("broken.png", b"\x89PNG\r\n\x1a\n...")
             with pytest.raises(ServiceError, match="1 images queued or arriving and 3 in this"):
-                await service.infer([broken] * 3, ticket, never)
+                await service.infer([broken] * 3, context)
             assert service.batcher.stats.rejected_queue_full == 1
-            ticket.release()
+            context.release()
             assert service.admission.reserved == 0  # the place is given back
-            ticket = service.admission.admit()
+            context = RequestContext()
+            context.ticket = service.admission.admit()
             with pytest.raises(ImageError):  # 2 fit: decoded, and refused as undecodable
-                await service.infer([broken] * 2, ticket, never)
-            ticket.release()
+                await service.infer([broken] * 2, context)
+            context.release()
 
     asyncio.run(scenario())
 

@@ -29,7 +29,7 @@ from artifact.card import ModelCard
 from artifact.preprocess import Preprocessor
 from bench.loadgen import ServiceProcess
 from service.app import create_app
-from service.config import VersionPolicy
+from service.repository.selection import VersionPolicy
 from tests.service.conftest import (
     export_resnet18,
     files,
@@ -331,7 +331,8 @@ def _counter(url: str, name: str, key: str) -> float:
 def test_model_and_repository_settings_are_exclusive(repository: Path) -> None:
     from pydantic import ValidationError
 
-    from service.config import Settings, describe_validation_error
+    from service.config.settings import Settings
+    from service.config.startup import describe_validation_error
 
     with pytest.raises(ValidationError) as both:
         Settings(model=repository / "xception" / "1", model_repository=repository)

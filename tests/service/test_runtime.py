@@ -15,7 +15,7 @@ import pytest
 from artifact.errors import ModelLoadError
 from artifact.runtime import CPU_EP, ModelRuntime, cuda_device_count
 from bench.loadgen import free_port
-from service.config import unknown_variables
+from service.config.startup import unknown_variables
 
 NO_GPU = cuda_device_count()[0] == 0
 
@@ -93,7 +93,7 @@ def test_service_does_not_import_torch(exported_model: Path) -> None:
     code = (
         "import sys\n"
         "from service.app import create_app\n"
-        "from service.config import Settings\n"
+        "from service.config.settings import Settings\n"
         f"create_app(Settings(model={str(exported_model)!r}))\n"
         "assert 'torch' not in sys.modules, 'service imported torch'\n"
     )
@@ -103,7 +103,7 @@ def test_service_does_not_import_torch(exported_model: Path) -> None:
 
 def test_empty_api_key_means_no_key(exported_model: Path) -> None:
     # docker compose passes XCEPTION_API_KEY="" when the variable is not set.
-    from service.config import Settings
+    from service.config.settings import Settings
 
     assert Settings(model=exported_model, api_key="").api_key is None
     assert Settings(model=exported_model, api_key=" ").api_key is None
@@ -194,7 +194,7 @@ def test_a_model_that_cannot_load_is_what_readiness_says(tmp_path: Path) -> None
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.config import Settings
+    from service.config.settings import Settings
 
     fake = tmp_path / "model.onnx"
     fake.write_text("this is not a protobuf")
@@ -266,7 +266,8 @@ def test_a_missing_model_is_explained_by_what_is_there(
     as one model: the setting that fits is named, with its value."""
     from pydantic import ValidationError
 
-    from service.config import Settings, describe_validation_error
+    from service.config.settings import Settings
+    from service.config.startup import describe_validation_error
 
     def complaint() -> str:
         with pytest.raises(ValidationError) as refused:

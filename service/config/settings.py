@@ -1,69 +1,22 @@
-"""Settings: every knob is an ``XCEPTION_*`` environment variable, validated at start-up."""
+"""Settings: every knob is an ``XCEPTION_*`` environment variable, validated at start-up.
+
+One flat :class:`Settings` (the variables' names are the fields'), read and checked here and
+nowhere else; each part of the service takes only its slice (``service.config.slices``).
+"""
 
 from __future__ import annotations
 
-import difflib
-import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artifact.layout import DEFAULT_MODEL_FOLDER, MODEL_FILE, model_file
 from artifact.repository import scan_repository
-from artifact.runtime import available_cores
+from service.repository.selection import VersionPolicy
 
 ENV_PREFIX = "XCEPTION_"
-# XCEPTION_* names no setting reads but that are not typos: the deployment's (docker compose,
-# .env.example) and the engines' own switch (XCEPTION_CPU_BF16, artifact.engines.openvino_engine).
-DEPLOYMENT_VARIABLES = frozenset(
-    ENV_PREFIX + name
-    for name in (
-        "EXPORT_ARGS", "WEIGHTS_DIR", "DATA_DIR", "MODEL_NAME", "MODEL_VERSION",
-        "PUBLISH_PORT", "RUNTIME_IMAGE", "EXPORT_IMAGE", "CPU_BF16",
-    )
-)  # fmt: skip
-
-
-POLICY = re.compile(r"latest(?::([1-9][0-9]*))?|all")
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """``latest`` (the newest), ``latest:N`` (the N newest) or ``all``, as in Triton."""
-
-    newest: int | None  # None: all versions
-
-    @classmethod
-    def parse(cls, text: str) -> VersionPolicy:
-        """The policy ``text`` names; ValueError saying the accepted forms otherwise."""
-        match = POLICY.fullmatch(text.strip())
-        if match is None:
-            raise ValueError(f"{text!r} is not a version policy: use latest, latest:N or all")
-        if text.strip() == "all":
-            return cls(None)
-        return cls(int(match.group(1) or 1))
-
-    def select(self, versions: list[str]) -> list[str]:
-        """The versions to serve among ``versions`` (digit strings), newest first."""
-        ordered = sorted(versions, key=int, reverse=True)
-        return ordered if self.newest is None else ordered[: self.newest]
-
-    def __str__(self) -> str:
-        if self.newest is None:
-            return "all"
-        return "latest" if self.newest == 1 else f"latest:{self.newest}"
 
 
 class Settings(BaseSettings):
@@ -83,7 +36,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     # auto: the engine each model's card names (OpenVINO for bf16, else ONNX Runtime).
     engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
-    # Unset = the provider's tuned default (see service.core.batcher.BATCHING_DEFAULTS).
+    # Unset = the provider's tuned default (service.core.batcher.BATCHING_DEFAULTS).
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_batch_delay_ms: float | None = Field(None, ge=0.0, le=10_000.0)
     max_queue: int = Field(64, ge=1, description="images queued or arriving, per model version")
@@ -203,40 +156,9 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @property
-    def model_file(self) -> Path:
-        """The ``model.onnx`` to load (single-model mode)."""
-        return model_file(self.model)
-
-    @property
     def policy(self) -> VersionPolicy:
         """Which versions of each model the repository serves."""
         return VersionPolicy.parse(self.version_policy)
-
-    @property
-    def image_format_set(self) -> frozenset[str]:
-        """``XCEPTION_IMAGE_FORMATS`` as Pillow format names."""
-        return frozenset(f.strip().upper() for f in self.image_formats.split(",") if f.strip())
-
-    @property
-    def url_host_set(self) -> frozenset[str]:
-        """``XCEPTION_URL_HOSTS`` as lower-case host names."""
-        return frozenset(h.strip().lower() for h in self.url_hosts.split(",") if h.strip())
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-    @property
-    def max_header_bytes(self) -> int:
-        return self.max_header_kb * 1024
-
-    @property
-    def intra_op_threads(self) -> int:
-        return self.ort_threads or available_cores()
-
-    @property
-    def decode_workers(self) -> int:
-        return self.decode_threads or available_cores()
 
 
 def _where_the_model_is(value: Path) -> str:
@@ -259,42 +181,3 @@ def _where_the_model_is(value: Path) -> str:
         f"expected a folder with {MODEL_FILE} (see models/README.md) or an .onnx file; export "
         "one with xception-export (no network: xception-export --weights none)"
     )
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per bad setting, naming the environment variable and the value given."""
-    lines = []
-    for item in error.errors():
-        if not item["loc"]:  # a rule across settings: its message names them
-            lines.append(item["msg"].removeprefix("Value error, "))
-            continue
-        key = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
-        value = item.get("input")
-        message = item["msg"].removeprefix("Value error, ")
-        field = Settings.model_fields.get(str(item["loc"][0]))
-        unset = key not in {name.upper() for name in os.environ}
-        if field is not None and value == field.default and unset:
-            # The default failed its check: blame no setting the user never set.
-            lines.append(f"{key} is not set, and its default fails: {message}")
-            continue
-        value = str(value) if isinstance(value, Path) else value  # not PosixPath('…')
-        shown = "" if isinstance(value, dict) else f"={value!r}"
-        lines.append(f"{key}{shown}: {message}")
-    return "; ".join(lines)
-
-
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """One warning per ``XCEPTION_*`` variable no setting reads, naming the closest known one.
-
-    pydantic-settings ignores unknown variables; a typo (``XCEPTION_MAX_QEUE``) would
-    otherwise silently leave the default in force.
-    """
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | DEPLOYMENT_VARIABLES
-    warnings = []
-    for name in sorted(environ):
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
-            continue
-        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        warnings.append(f"{name} is not a setting and is ignored{hint}")
-    return warnings
