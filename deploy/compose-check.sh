@@ -201,7 +201,10 @@ wait "$in_flight" || true
 python3 -c 'import json, sys; assert len(json.load(open(sys.argv[1]))["results"]) == 8' \
   "$scratch/in-flight.json" || die "the request in flight during stop lost images"
 exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$api")"
-docker logs "$api" 2>&1 | grep -q "Application shutdown complete" || die "no clean shutdown after stop"
+# The log is read whole first: `docker logs | grep -q` under pipefail fails when grep stops
+# reading at its first match and docker logs dies of SIGPIPE (it did, once, in a green run).
+docker logs "$api" >"$scratch/api.log" 2>&1
+grep -q "Application shutdown complete" "$scratch/api.log" || die "no clean shutdown after stop"
 # 137: Docker killed it at the end of the grace period; the drain did not finish in time.
 [[ "$exit_code" != 137 ]] || die "the API was killed after the grace period (${stopped_in} s)"
 if "${healthcheck[@]}" 2>/dev/null; then
