@@ -72,7 +72,7 @@ def _prepare(argv: list[str] | None) -> tuple[FastAPI, Settings] | int:
     from artifact.errors import ModelLoadError
     from service.app import create_app
     from service.config import slices
-    from service.edge.server import check_uvicorn
+    from service.edge.protocol import check_uvicorn
 
     if (problem := check_uvicorn()) is not None:
         print(f"xception-serve: {problem}", file=sys.stderr)

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from artifact.errors import (
     EmptyImage,
@@ -77,7 +78,18 @@ def envelope_bytes(error: ErrorCode, message: str) -> bytes:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if exc.error is errors.CLIENT_CLOSED_REQUEST:
+        # Nobody reads this answer (nor uvicorn's access log, which skips a gone client):
+        # the log line and the metrics' 499 are all that is left of the request.
+        logger.info("%s %s: 499 %s", request.method, request.url.path, exc.message)
     return error_response(exc, path=request.url.path)
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    """The client left while its body was being read: a 499, like one that leaves while its
+    images are being run, not a bug."""
+    gone = ServiceError(errors.CLIENT_CLOSED_REQUEST, "the client disconnected mid-upload")
+    return await _service_error(request, gone)
 
 
 async def _image_error(request: Request, exc: Exception) -> JSONResponse:
@@ -132,4 +144,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageError, _image_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -164,7 +164,7 @@ def test_serve_refuses_an_untested_uvicorn_in_one_line(
     import uvicorn
 
     from service.cli import main
-    from service.edge.server import TESTED_UVICORN, check_uvicorn
+    from service.edge.protocol import TESTED_UVICORN, check_uvicorn
 
     assert check_uvicorn() is None  # what CI installs is what it tests
     monkeypatch.setenv("XCEPTION_MODEL", str(exported_model))
@@ -180,7 +180,7 @@ def test_serve_refuses_an_untested_uvicorn_in_one_line(
 def test_pyproject_admits_only_the_tested_uvicorn() -> None:
     import tomllib
 
-    from service.edge.server import TESTED_UVICORN
+    from service.edge.protocol import TESTED_UVICORN
 
     major, minor = TESTED_UVICORN
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
