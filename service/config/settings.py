@@ -150,6 +150,21 @@ class Settings(BaseSettings):
         # Compose passes XCEPTION_API_KEY="" for "not set"; an empty token must not be a key.
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("api_key", "admin_key")
+    @classmethod
+    def _key_a_client_can_send(cls, value: SecretStr | None) -> SecretStr | None:
+        # A client's token is read stripped from a header of visible ASCII: a key with a
+        # stray space, tab or newline (a quoted .env line) or a non-ASCII letter would start
+        # the server and then refuse every request. Refused here, naming the variable.
+        key = value.get_secret_value() if value is not None else ""
+        if any(not ("!" <= char <= "~") for char in key):
+            raise ValueError(
+                "the key holds whitespace, a control character or a non-ASCII character: "
+                "no Authorization header could carry it; use visible ASCII only "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase_level(cls, value: object) -> object:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.config.settings import ENV_PREFIX, Settings
 
@@ -24,7 +25,8 @@ DEPLOYMENT_VARIABLES = frozenset(
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line per bad setting, naming the environment variable and the value given."""
+    """One line per bad setting, naming the environment variable and the value given (not
+    a key's)."""
     lines = []
     for item in error.errors():
         if not item["loc"]:  # a rule across settings: its message names them
@@ -40,7 +42,8 @@ def describe_validation_error(error: ValidationError) -> str:
             lines.append(f"{key} is not set, and its default fails: {message}")
             continue
         value = str(value) if isinstance(value, Path) else value  # not PosixPath('…')
-        shown = "" if isinstance(value, dict) else f"={value!r}"
+        secret = field is not None and SecretStr in typing.get_args(field.annotation)
+        shown = "" if isinstance(value, dict) or secret else f"={value!r}"  # never a key
         lines.append(f"{key}{shown}: {message}")
     return "; ".join(lines)
 

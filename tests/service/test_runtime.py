@@ -290,3 +290,28 @@ def test_a_missing_model_is_explained_by_what_is_there(
     assert f"XCEPTION_MODEL_REPOSITORY={repository} " in said
     monkeypatch.setenv("XCEPTION_MODEL", str(repository))
     assert f"it is a model repository: set XCEPTION_MODEL_REPOSITORY={repository}" in complaint()
+
+
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [
+        ("XCEPTION_API_KEY", " s3cr3t-k3y "),
+        ("XCEPTION_ADMIN_KEY", "adm1n-k3y\t"),
+        ("XCEPTION_API_KEY", "clé-s3cr3t"),
+    ],
+)
+def test_a_key_no_client_could_send_refuses_to_start(
+    exported_model: Path, variable: str, key: str
+) -> None:
+    """A key with stray whitespace started the server, and then no Authorization header
+    matched it (the server strips the client's token, not its own)."""
+    env = {
+        "XCEPTION_MODEL_CONTROL": "explicit",
+        "XCEPTION_API_KEY": "other",
+        "XCEPTION_ADMIN_KEY": "adm",
+    }
+    result = serve_once(XCEPTION_MODEL=str(exported_model), **{**env, variable: key})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0] and "whitespace" in lines[0], lines
+    assert key.strip() not in lines[0]  # the key itself never reaches a log line
