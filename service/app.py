@@ -25,7 +25,7 @@ from service.observability.telemetry import setup_tracing
 from service.observability.tracing import RequestIdMiddleware
 from service.repository.repository import ModelRepository
 from service.repository.sources import ModelSource
-from service.routes import inference, ops, v2
+from service.routes import inference, ops, schemas, v2
 from service.routes import repository as repository_routes
 from service.web import pages
 from service.web.pages import DOCS_ASSETS, PageHeaders
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.include_router(repository_routes.router)
     app.include_router(pages.router)
     pages.mount_ui(app)
+    schemas.declare_limits(app, settings.max_files)
 
     # add_middleware wraps: the last added runs first. A request meets: its id → metrics (sees
     # every answer) → page headers → the gate (route, API key, admission: from the headers

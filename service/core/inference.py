@@ -125,12 +125,7 @@ class InferenceService:
         assert ticket is not None, "an inference request the gate admitted"
         if ticket.claimed and ticket.images == count:
             return
-        max_files = self.limits.admission.max_files
-        if count > max_files:
-            raise ServiceError(
-                errors.TOO_MANY_FILES,
-                f"{count} images in one request; the limit is {max_files} (XCEPTION_MAX_FILES)",
-            )
+        self.limits.admission.check_files(count)
         try:
             ticket.claim(count)
         except ServiceError as refusal:

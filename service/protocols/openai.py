@@ -10,23 +10,55 @@ deadlines as every other endpoint.
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from artifact.results import l2_normalize
+from service import errors
 from service.core.context import RequestContext
 from service.core.inference import InferenceService, Upload
+from service.core.limits import Admission
+from service.errors import ServiceError
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
 from service.protocols.uploads import source_error
 
 
 class EmbeddingsRequest(BaseModel):
+    """Validated with ``context={"admission": Admission}`` (:func:`parse_embeddings`): the
+    number of inputs is checked before any of them."""
+
     model: str
-    input: str | list[str] = Field(description="data URIs, base64 strings (or allowed URLs)")
+    input: str | Annotated[list[str], Field(min_length=1, json_schema_extra={"x-images": True})] = (
+        Field(description="data URIs, base64 strings (or allowed URLs)")
+    )
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None  # accepted for compatibility; not used
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _count_first(cls, value: Any, info: ValidationInfo) -> Any:
+        admission: Admission = (info.context or {})["admission"]
+        return admission.count_first(value)
+
+
+def parse_embeddings(body: bytes, media_type: str, admission: Admission) -> EmbeddingsRequest:
+    """The request in ``body``: JSON (as FastAPI reads a body: no Content-Type or a JSON one),
+    at most ``admission.max_files`` inputs, counted before any is validated."""
+    main = media_type.split(";")[0].strip().lower()
+    if main and main != "application/json" and not main.endswith("+json"):
+        raise ServiceError(
+            errors.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {main!r} is not accepted here; send application/json",
+        )
+    try:
+        return EmbeddingsRequest.model_validate_json(body, context={"admission": admission})
+    except ValidationError as exc:  # at most max_files inputs' errors: summarised as FastAPI's
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from exc
 
 
 def model_ref(model: str) -> tuple[str, str | None]:

@@ -10,12 +10,15 @@ Every way goes through the same limits afterwards (body size before, files and p
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, ValidationError
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from service import errors
 from service.core.inference import Upload
+from service.core.limits import Admission
 from service.errors import ServiceError
 from service.protocols.image_sources import SourceError, decode_base64
 
@@ -31,11 +34,22 @@ class JsonImage(BaseModel):
 
 
 class JsonImages(BaseModel):
+    """Validated with ``context={"admission": Admission}``: the count comes first."""
+
     images: list[JsonImage] = Field(min_length=1)
 
+    @field_validator("images", mode="before")
+    @classmethod
+    def _count_first(cls, value: Any, info: ValidationInfo) -> Any:
+        admission: Admission = (info.context or {})["admission"]
+        return admission.count_first(value)
 
-async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
-    """The request's images, in order; a 4xx naming the problem when there are none."""
+
+async def read_uploads(
+    request: Request, filename: str | None, admission: Admission
+) -> list[Upload]:
+    """The request's images, in order; a 4xx naming the problem when there are none (or,
+    for JSON, more than ``admission`` takes: before each is validated)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         form = await request.form()
@@ -52,7 +66,7 @@ async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
     if media.startswith("image/") or media == "application/octet-stream":
         return [Upload(filename or "upload", await request.body())]
     if media == "application/json":
-        return _json_images(await request.body())
+        return _json_images(await request.body(), admission)
     if not media:
         raise ServiceError(
             errors.INVALID_PARAMETER, f"no Content-Type and no images; {HOW_TO_SEND}"
@@ -63,9 +77,9 @@ async def read_uploads(request: Request, filename: str | None) -> list[Upload]:
     )
 
 
-def _json_images(body: bytes) -> list[Upload]:
+def _json_images(body: bytes, admission: Admission) -> list[Upload]:
     try:
-        parsed = JsonImages.model_validate_json(body)
+        parsed = JsonImages.model_validate_json(body, context={"admission": admission})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -20,12 +20,14 @@ from service import errors
 from service.core.batcher import ImageOutputs
 from service.core.context import RequestContext
 from service.core.inference import InferenceService, Upload
+from service.core.limits import Admission
 from service.errors import ServiceError
 from service.protocols.parameters import checked_top_k
 from service.protocols.v2_codec import (
     InferRequest,
     ProtocolError,
     Tensor,
+    TooManyImages,
     encode_response,
     parse_request,
 )
@@ -64,11 +66,14 @@ class InferReply:
     header_length: int | None
 
 
-def parse(body: bytes, header_length: str | None) -> InferRequest:
+def parse(body: bytes, header_length: str | None, admission: Admission) -> InferRequest:
     """The infer request in ``body`` (``header_length``: its
-    ``Inference-Header-Content-Length``), or 400 ``invalid_tensor`` saying what is wrong."""
+    ``Inference-Header-Content-Length``), or 400 ``invalid_tensor`` saying what is wrong
+    (413 past ``admission``'s image limit, read from the shapes before any element)."""
     try:
-        return parse_request(body, header_length)
+        return parse_request(body, header_length, admission.max_files)
+    except TooManyImages as exc:
+        raise admission.too_many_files(exc.count) from exc
     except ProtocolError as exc:
         raise _invalid(str(exc)) from exc
 

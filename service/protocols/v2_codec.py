@@ -29,6 +29,15 @@ class ProtocolError(ValueError):
     """A request the protocol cannot accept: answered 400 with this message."""
 
 
+class TooManyImages(ProtocolError):
+    """An input whose first (batch) dimension is past the request's image limit, found
+    from its shape before any element is read."""
+
+    def __init__(self, name: str, count: int) -> None:
+        super().__init__(f"input {name!r}: {count:,} images")
+        self.count = count
+
+
 # parameters.timeout: at most a day of µs (XCEPTION_REQUEST_TIMEOUT_S bounds it further).
 MAX_TIMEOUT_US = 86_400 * 10**6
 
@@ -64,8 +73,9 @@ class InferRequest:
     timeout_s: float | None = None  # ``parameters.timeout`` is in microseconds
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """A v2 infer request body (JSON, or JSON + binary section) → :class:`InferRequest`."""
+def parse_request(body: bytes, header_length: str | None, max_batch: int) -> InferRequest:
+    """A v2 infer request body (JSON, or JSON + binary section) → :class:`InferRequest`;
+    :class:`TooManyImages` when an input's first dimension is past ``max_batch``."""
     size = len(body)
     if header_length is not None:
         try:
@@ -88,7 +98,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     binary = memoryview(body)[size:]
     inputs: dict[str, Tensor] = {}
     for item in header["inputs"]:
-        tensor, used = _input(_object(item, "inputs[]"), binary)
+        tensor, used = _input(_object(item, "inputs[]"), binary, max_batch)
         binary = binary[used:]
         inputs[tensor.name] = tensor
     if len(binary):
@@ -102,7 +112,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(
         id=None if request_id is None else str(request_id),
         inputs=inputs,
-        outputs=[_output(_object(o, "outputs[]")) for o in _list(header.get("outputs"))],
+        outputs=_outputs(_list(header.get("outputs"))),
         binary_outputs=bool(parameters.get("binary_data_output", False)),
         timeout_s=None if timeout is None else timeout / 1e6,
     )
@@ -124,7 +134,7 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _input(item: dict[str, Any], binary: memoryview) -> tuple[Tensor, int]:
+def _input(item: dict[str, Any], binary: memoryview, max_batch: int) -> tuple[Tensor, int]:
     """One input tensor, and how many bytes of the binary section it used."""
     name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
@@ -134,6 +144,11 @@ def _input(item: dict[str, Any], binary: memoryview) -> tuple[Tensor, int]:
     ):
         raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers")
     count = math.prod(shape)  # Python ints: no overflow for absurd shapes
+    # Before a per-element loop or object is built: a BYTES element is an image (an encoded
+    # file), a numeric tensor's first dimension is the batch.
+    images = count if datatype == "BYTES" else (shape[0] if shape else 1)
+    if images > max_batch:
+        raise TooManyImages(name, images)
     size = _object(item.get("parameters"), f"input {name!r} parameters").get("binary_data_size")
     if size is not None:
         size = _whole(size, f"input {name!r}: binary_data_size", len(binary))
@@ -149,8 +164,11 @@ def _input(item: dict[str, Any], binary: memoryview) -> tuple[Tensor, int]:
 
 def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray | list[bytes]:
     if datatype == "BYTES":
-        elements, offset = [], 0
-        while offset < len(raw):
+        # At most the shape's count (a bounded batch): 4.9 million zero-length elements
+        # were read one by one before their number was compared with the shape.
+        elements: list[bytes] = []
+        offset = 0
+        while offset < len(raw) and len(elements) <= count:
             if offset + 4 > len(raw):
                 raise ProtocolError(f"input {name!r}: a BYTES element's length is cut off")
             (length,) = struct.unpack_from("<I", raw, offset)
@@ -159,8 +177,9 @@ def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray
                 raise ProtocolError(f"input {name!r}: a BYTES element is cut off")
             elements.append(raw[offset : offset + length])
             offset += length
-        if len(elements) != count:
-            raise ProtocolError(f"input {name!r}: {len(elements)} elements for shape of {count}")
+        if len(elements) != count or offset < len(raw):
+            got = f"{len(elements)}" if offset == len(raw) else f"more than {count}"
+            raise ProtocolError(f"input {name!r}: {got} elements for a shape of {count}")
         return elements
     dtype = _numpy_type(name, datatype)
     if len(raw) != count * np.dtype(dtype).itemsize:
@@ -171,6 +190,8 @@ def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray
 
 
 def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray | list[bytes]:
+    if isinstance(data, list) and count and len(data) > count:  # before NumPy walks it
+        raise ProtocolError(f"input {name!r}: 'data' has more than {count} elements")
     try:
         flat = np.asarray(data, dtype=object).reshape(-1) if isinstance(data, list) else None
     except ValueError as exc:  # ragged nesting
@@ -209,6 +230,18 @@ def _numpy_type(name: str, datatype: str) -> Any:
     if datatype not in NUMPY_TYPES:
         raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not supported here")
     return NUMPY_TYPES[datatype]
+
+
+def _outputs(items: list[Any]) -> list[RequestedOutput]:
+    """The requested outputs, each at most once (8,000 copies of ``features`` in 176 kB
+    asked for a 359 MB answer)."""
+    outputs: dict[str, RequestedOutput] = {}
+    for item in items:
+        output = _output(_object(item, "outputs[]"))
+        if output.name in outputs:
+            raise ProtocolError(f"output {output.name!r} is requested more than once")
+        outputs[output.name] = output
+    return list(outputs.values())
 
 
 def _output(item: dict[str, Any]) -> RequestedOutput:

@@ -17,6 +17,7 @@ from service.core.context import RequestContext
 from service.core.inference import InferenceService, Upload
 from service.edge.gate import Passage, passage_of
 from service.protocols.image_sources import UrlPolicy
+from service.protocols.openai import EmbeddingsRequest, parse_embeddings
 from service.protocols.uploads import read_uploads
 from service.repository.repository import ModelRepository
 
@@ -80,19 +81,30 @@ def model_version(version: Annotated[str, Path(description="model version")]) ->
 
 async def get_uploads(
     request: Request,
+    inference: Annotated[InferenceService, Depends(served_by_query)],
     filename: Annotated[
         str | None, Query(description="the image's name, for a raw image body")
     ] = None,
 ) -> list[Upload]:
     """The request's images: multipart parts, a raw image body, or JSON base64 (see
     service.protocols.uploads); the body size limit was enforced while they arrived."""
-    return await read_uploads(request, filename)
+    return await read_uploads(request, filename, inference.limits.admission)
+
+
+async def get_embeddings_body(
+    request: Request, passage: Annotated[Passage, Depends(get_passage)]
+) -> EmbeddingsRequest:
+    """The ``/v1/embeddings`` body, its inputs counted before any is validated (read here,
+    not by FastAPI, which validates every element first; its schema: routes.schemas)."""
+    media = request.headers.get("content-type", "")
+    return parse_embeddings(await request.body(), media, passage.repository.limits.admission)
 
 
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 QueryServedDep = Annotated[InferenceService, Depends(served_by_query)]
 PathServedDep = Annotated[InferenceService, Depends(served_by_path)]
 UploadsDep = Annotated[list[Upload], Depends(get_uploads)]
+EmbeddingsBodyDep = Annotated[EmbeddingsRequest, Depends(get_embeddings_body)]
 PassageDep = Annotated[Passage, Depends(get_passage)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 UrlPolicyDep = Annotated[UrlPolicy, Depends(get_url_policy)]

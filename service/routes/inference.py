@@ -8,10 +8,18 @@ from fastapi import APIRouter, Query
 
 from artifact.results import l2_normalize, top_k
 from service.policy import INFERENCE_BY_BODY, INFERENCE_BY_QUERY, edge
-from service.protocols.openai import EmbeddingsRequest, embed, model_ref
+from service.protocols.openai import embed, model_ref
 from service.protocols.parameters import checked_top_k
-from service.routes.deps import ContextDep, PassageDep, QueryServedDep, UploadsDep, UrlPolicyDep
+from service.routes.deps import (
+    ContextDep,
+    EmbeddingsBodyDep,
+    PassageDep,
+    QueryServedDep,
+    UploadsDep,
+    UrlPolicyDep,
+)
 from service.routes.schemas import (
+    EMBEDDINGS_REQUEST_BODY,
     IMAGES_REQUEST_BODY,
     ClassifyResponse,
     ClassifyResult,
@@ -81,10 +89,10 @@ async def features(
     )
 
 
-@router.post("/v1/embeddings", responses=answers(502))
+@router.post("/v1/embeddings", responses=answers(502), openapi_extra=EMBEDDINGS_REQUEST_BODY)
 @edge(INFERENCE_BY_BODY)
 async def embeddings(
-    body: EmbeddingsRequest, passage: PassageDep, urls: UrlPolicyDep
+    body: EmbeddingsBodyDep, passage: PassageDep, urls: UrlPolicyDep
 ) -> dict[str, Any]:
     """OpenAI-style image embeddings (L2-normalised features) from the model ``model`` names
     (``name`` or ``name/version``); see service.protocols.openai."""

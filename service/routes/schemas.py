@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel
 
 from service.errors import REGISTRY
+from service.protocols.openai import EmbeddingsRequest
 
 
 class ModelRef(BaseModel):
@@ -92,6 +95,44 @@ class ModelsResponse(BaseModel):
 
 # /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI
 # cannot infer that from a dependency that reads the request itself: the OpenAPI says it here.
+# Marks a schema array of images; declare_max_files turns it into the server's maxItems.
+IMAGES_MARK = "x-images"
+
+
+def declare_limits(app: FastAPI, max_files: int) -> None:
+    """``app``'s OpenAPI document (generated once, on first request) with the server's
+    limits declared in it: :func:`declare_max_files`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_max_files(generate(), max_files)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def declare_max_files(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
+    """The OpenAPI document with ``maxItems: XCEPTION_MAX_FILES`` on every array of images
+    (the schema as strict as the server: a longer list is refused 413 before its elements
+    are read, so a client or fuzzer must not call it valid). A copy: the routes' schema
+    fragments are shared module constants."""
+    openapi = copy.deepcopy(openapi)
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop(IMAGES_MARK, False):
+                node["maxItems"] = max_files
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(openapi)
+    return openapi
+
+
 IMAGES_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -104,6 +145,7 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                             "minItems": 1,
+                            IMAGES_MARK: True,
                         }
                     },
                     "required": ["file"],
@@ -117,6 +159,7 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                         "images": {
                             "type": "array",
                             "minItems": 1,
+                            IMAGES_MARK: True,
                             "items": {
                                 "type": "object",
                                 "properties": {
@@ -192,5 +235,14 @@ INFER_REQUEST_BODY: dict[str, Any] = {
                 "description": "the JSON header, then the binary tensor data",
             },
         },
+    }
+}
+
+
+# /v1/embeddings reads its body itself (its inputs counted first): the schema says so here.
+EMBEDDINGS_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": inlined(EmbeddingsRequest.model_json_schema())}},
     }
 }

@@ -93,7 +93,8 @@ async def infer_endpoint(
     request: Request, inference: PathServedDep, context: ContextDep
 ) -> Response:
     """JSON tensors or the binary tensor extension; see service.protocols.v2 for the tensors."""
-    parsed = parse(await request.body(), request.headers.get(HEADER_LENGTH))
+    admission = inference.limits.admission
+    parsed = parse(await request.body(), request.headers.get(HEADER_LENGTH), admission)
     adopt_request_id(parsed.id)  # the response's X-Request-ID and its log lines
     reply = await infer(inference, parsed, context)
     if reply.header_length is None:

@@ -287,7 +287,7 @@ def test_overload_is_refused_in_the_protocols_error_body(exported_model: Path) -
         ({"data": [[1, 2], [3, 4, 5]], "shape": [2]}, "must hold numbers"),
         ({"data": [256] * 4, "shape": [4]}, "outside the UINT8 range"),
         ({"data": ["x"], "shape": [1]}, "must hold numbers"),
-        ({"data": [0], "shape": [2**40, 2**40]}, "the shape needs"),
+        ({"data": [0], "shape": [1, 2**40, 2**40]}, "the shape needs"),
     ],
     ids=["ragged", "ragged-same-count", "out-of-range", "not-numbers", "absurd-shape"],
 )
