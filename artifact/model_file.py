@@ -21,16 +21,27 @@ from artifact.card import INPUT_NAME, METADATA_CARD_KEY, OUTPUT_NAMES, ModelCard
 from artifact.errors import ModelLoadError
 
 # onnx.proto: ModelProto.graph = 7, ModelProto.metadata_props = 14; GraphProto.initializer = 5,
-# .input = 11, .output = 12; ValueInfoProto.name = 1; TensorProto.name = 8;
-# StringStringEntryProto.key = 1, .value = 2.
+# .input = 11, .output = 12; ValueInfoProto.name = 1, .type = 2; TypeProto.tensor_type = 1;
+# TypeProto.Tensor.shape = 2; TensorShapeProto.dim = 1; Dimension.dim_value = 1 (int64),
+# .dim_param = 2; TensorProto.name = 8; StringStringEntryProto.key = 1, .value = 2.
 _SCHEMA: dict[str, list[tuple[str, int, str | None]]] = {
     "Entry": [("key", 1, None), ("value", 2, None)],
-    "Named": [("name", 1, None)],
+    "Named": [("name", 1, None), ("type", 2, "Type")],
+    "Type": [("tensor_type", 1, "TensorType")],
+    "TensorType": [("shape", 2, "Shape")],
+    "Shape": [("dim", 1, "Dim")],
+    "Dim": [("dim_value", 1, "int64"), ("dim_param", 2, None)],
     "Tensor": [("name", 8, None)],
     "Graph": [("initializer", 5, "Tensor"), ("input", 11, "Named"), ("output", 12, "Named")],
     "Model": [("graph", 7, "Graph"), ("metadata_props", 14, "Entry")],
 }
-_REPEATED = {"initializer", "input", "output", "metadata_props"}
+_REPEATED = {"initializer", "input", "output", "metadata_props", "dim"}
+
+
+_FIELD_TYPES = {
+    "": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+    "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+}
 
 
 @cache
@@ -47,8 +58,10 @@ def _model_message() -> Any:
                 name=name,
                 number=number,
                 label=field.LABEL_REPEATED if name in _REPEATED else field.LABEL_OPTIONAL,
-                type=field.TYPE_MESSAGE if type_name else field.TYPE_STRING,
-                type_name=f".xception_onnx_subset.{type_name}" if type_name else None,
+                type=_FIELD_TYPES.get(type_name or "", field.TYPE_MESSAGE),
+                type_name=None
+                if type_name in (None, "int64")
+                else f".xception_onnx_subset.{type_name}",
             )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
@@ -88,7 +101,44 @@ def read_model_file(path: Path, card: ModelCard | None = None) -> ModelFile:
             f"{path}: inputs {list(found.inputs)} / outputs {list(found.outputs)} are not the "
             f"serving contract ([{INPUT_NAME!r}] / {list(OUTPUT_NAMES)})"
         )
+    _check_card_against_graph(path, found.card, {v.name: _dims(v) for v in model.graph.input},
+                              {v.name: _dims(v) for v in model.graph.output})  # fmt: skip
     return found
+
+
+def _dims(value: Any) -> tuple[int | None, ...]:
+    """A graph value's shape: each dimension's size, None where it is symbolic (the batch)."""
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.dim_value > 0 and not d.dim_param else None for d in dims)
+
+
+def _check_card_against_graph(
+    path: Path,
+    card: ModelCard,
+    inputs: dict[str, tuple[int | None, ...]],
+    outputs: dict[str, tuple[int | None, ...]],
+) -> None:
+    """The card's sizes are the graph's (where the graph states them): a card that claimed
+    10 classes over a 1000-class graph loaded, then /classify failed (an IndexError) and
+    /features said 16 dimensions over 2048 values."""
+    height, width = card.input_size
+    classes, features = OUTPUT_NAMES
+    expected = {
+        f"input {INPUT_NAME!r}": (inputs.get(INPUT_NAME, ()), (None, height, width, 3)),
+        f"output {classes!r}": (outputs[classes], (None, card.num_classes)),
+        f"output {features!r}": (outputs[features], (None, card.num_features)),
+    }
+    for what, (graph, carded) in expected.items():
+        if not graph:
+            continue  # a graph without shapes: the engine's warm-up run finds a mismatch
+        if len(graph) != len(carded) or any(
+            g is not None and c is not None and g != c for g, c in zip(graph, carded, strict=True)
+        ):
+            shown = [g if g is not None else "N" for g in graph]
+            raise ModelLoadError(
+                f"{path}: the card says {what} = {[c if c else 'N' for c in carded]}, the "
+                f"graph {shown}: the card was not written for this graph (re-export it)"
+            )
 
 
 def _card(model: Any, path: Path) -> ModelCard:

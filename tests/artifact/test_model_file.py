@@ -48,3 +48,26 @@ def test_not_onnx_and_not_ours_are_refused_naming_the_file(
     onnx.save(renamed, str(tmp_path / "renamed.onnx"))
     with pytest.raises(ModelLoadError, match="not the serving contract"):
         read_model_file(tmp_path / "renamed.onnx")
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        # The card: 10 classes and 16 features over the 1000/2048 graph.
+        ({"num_classes": 10, "labels": [f"c{i}" for i in range(10)]}, "'probabilities'"),
+        ({"num_features": 16}, "'features'"),
+        ({"input_size": [224, 224]}, "'image'"),
+    ],
+    ids=["classes", "features", "input-size"],
+)
+def test_a_card_that_disagrees_with_its_graph_is_refused(
+    exported_model: Path, tmp_path: Path, changes: dict, named: str
+) -> None:
+    # The reference: the graph's shapes as the onnx package reads them.
+    graph = onnx.load(str(exported_model / "model.onnx"), load_external_data=False).graph
+    sizes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim][1:] for v in
+             [*graph.input, *graph.output]}  # fmt: skip
+    assert sizes == {"image": [299, 299, 3], "probabilities": [1000], "features": [2048]}
+    lying = with_card(exported_model / "model.onnx", tmp_path / "lying.onnx", **changes)
+    with pytest.raises(ModelLoadError, match=rf"lying\.onnx: the card says \w+ {named}.*re-export"):
+        read_model_file(lying)

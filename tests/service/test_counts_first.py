@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bench.loadgen import ServiceProcess
+from tests.service.conftest import live_service
 
 MAX_FILES = 16
 SETTINGS = {"device": "cpu", "max_files": MAX_FILES}
@@ -27,12 +28,8 @@ QUICK_S = 1.5  # the old code: 3.4 s to 18 s on the same inputs
 
 @pytest.fixture(scope="module")
 def server(exported_model: Path) -> Iterator[ServiceProcess]:
-    live = ServiceProcess(exported_model, SETTINGS)
-    try:
-        live.wait_ready()
+    with live_service(exported_model, SETTINGS) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def post(server: ServiceProcess, path: str, **kwargs: object) -> tuple[httpx.Response, float]:

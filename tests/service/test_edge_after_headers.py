@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bench.loadgen import ServiceProcess
-from tests.service.conftest import image_bytes
+from tests.service.conftest import image_bytes, live_service
 
 CAT = image_bytes("chelsea.jpg")
 BOUNDARY = b"b0und"
@@ -34,14 +34,10 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def server(exported_model: Path) -> Iterator[ServiceProcess]:
-    live = ServiceProcess(exported_model, SETTINGS)
-    try:
-        live.wait_ready()
+    with live_service(exported_model, SETTINGS) as live:
         yield live
         output = live.logged()
         assert "Traceback" not in output and "Exception in ASGI" not in output, output
-    finally:
-        live.stop()
 
 
 class Answers:
