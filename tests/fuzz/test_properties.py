@@ -1,6 +1,7 @@
 """Hypothesis where the OpenAPI schema cannot reach: the v2 binary tensor extension (header
 lengths, ``binary_data_size``, BYTES length prefixes, shapes, datatypes), multipart bodies,
-and image bytes (real files truncated, bit-flipped, with chunks overwritten). Against the
+and image bytes (real files truncated, bit-flipped, with chunks overwritten), and raw HTTP/1.1
+framing after the headers (chunk trailers of any size, Upgrade requests with a body). Against the
 live service with the default settings; the property: never a 5xx, always the error body of
 the path's protocol, and the server still answers a normal request afterwards.
 """
@@ -8,7 +9,9 @@ the path's protocol, and the server still answers a normal request afterwards.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import struct
 from pathlib import Path
 
@@ -59,7 +62,9 @@ def still_serving(service: ServiceProcess) -> None:
 # -- the v2 binary tensor extension ---------------------------------------------------------
 
 DATATYPES = st.sampled_from(["UINT8", "FP32", "BYTES", "INT64", "uint8", "", "FP16"])
-SHAPES = st.lists(st.integers(min_value=-2, max_value=400), min_size=0, max_size=5)
+SHAPES = st.lists(st.integers(min_value=-2, max_value=400), min_size=0, max_size=5) | st.lists(
+    st.integers(0, 10**7), min_size=1, max_size=2
+)  # element counts past XCEPTION_MAX_FILES and past the body
 
 
 @st.composite
@@ -87,9 +92,14 @@ def v2_binary_requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     header: dict[str, object] = {"inputs": [tensor]}
     if draw(st.booleans()):
         header["outputs"] = [
-            {"name": "probabilities", "parameters": {"classification": draw(st.integers(-1, 2000)),
-                                                     "binary_data": draw(st.booleans())}}
-        ]  # fmt: skip
+            {
+                "name": "probabilities",
+                "parameters": {
+                    "classification": draw(st.integers(-1, 2000)),
+                    "binary_data": draw(st.booleans()),
+                },
+            }
+        ] + [{"name": "features"}] * draw(st.integers(0, 3))  # repeated outputs
     raw = json.dumps(header).encode()
     length = draw(
         st.one_of(
@@ -211,4 +221,61 @@ def test_embeddings_bodies_never_fail_the_server(
 
 
 def test_the_server_still_serves_after_the_fuzzers(default_service: ServiceProcess) -> None:
+    still_serving(default_service)
+
+
+# -- the HTTP framing after the headers: trailers and upgrades --------------------------------
+
+
+@st.composite
+def framed_requests(draw: st.DrawFn) -> bytes:
+    """A /classify request sent raw: chunked with trailers of any size, or asking for an
+    upgrade (WebSocket, h2c) with its body, optionally with a request pipelined after it."""
+    part = image_bytes("coffee.png")
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + part + b"\r\n--b--\r\n")  # fmt: skip
+    head = [
+        b"POST /classify HTTP/1.1",
+        b"Host: x",
+        b"Content-Type: multipart/form-data; boundary=b",
+    ]
+    upgrade = draw(st.sampled_from([None, b"websocket", b"h2c", b"foo/1"]))
+    if upgrade is not None:
+        head += [b"Connection: Upgrade", b"Upgrade: " + upgrade]
+    if draw(st.booleans()):  # chunked, then trailers
+        size = draw(st.integers(1, len(body)))
+        chunks = b"".join(b"%x\r\n" % len(body[i : i + size]) + body[i : i + size] + b"\r\n"
+                          for i in range(0, len(body), size))  # fmt: skip
+        fields = draw(st.integers(0, 20_000))
+        value = b"v" * draw(st.integers(0, 100_000))
+        trailers = b"".join(
+            b"x-t%d: %s\r\n" % (i, value if i == 0 else b"1") for i in range(fields)
+        )
+        message = b"\r\n".join([*head, b"Transfer-Encoding: chunked", b"", chunks + b"0\r\n"])
+        message += trailers + b"\r\n"
+    else:
+        message = b"\r\n".join([*head, b"Content-Length: %d" % len(body), b"", body])
+    if draw(st.booleans()):
+        message += b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    return message
+
+
+@seed(SEED)
+@settings(FUZZ, max_examples=30)
+@given(message=framed_requests())
+def test_trailers_and_upgrades_are_answered_in_the_envelope(
+    default_service: ServiceProcess, message: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", default_service.port), timeout=30) as sock:
+        # Refused mid-send (trailers past the limit): the answer is there already.
+        with contextlib.suppress(OSError):
+            sock.sendall(message)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed without an answer after {answer[:200]!r}"
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (200, 431), answer[:500]  # answered as HTTP/1.1, or its framing refused
+    assert b"application/json" in answer.partition(b"\r\n\r\n")[0].lower()
     still_serving(default_service)
