@@ -39,6 +39,10 @@ UVICORN_HOOKS = (
 # Chunk-size lines and trailers a body may carry beyond the header limit: a quarter of its
 # data bytes (8 KB chunks cost ~0.1 %; 1-byte chunks, 500 %, are refused past the limit).
 FRAMING_SHARE = 4
+# After a refusal, what the client still sends is read and dropped for this long before the
+# connection closes: closing with unread bytes would send an RST that can destroy the answer
+# before the client reads it (a lingering close, as nginx's).
+LINGER_S = 2.0
 # What frames a body: all a fresh parser needs to read one after an ignored upgrade.
 FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
@@ -87,6 +91,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._framing_bytes = 0
         self._messages = 0
         self._resuming_body = False  # reading an upgrade request's body with a fresh parser
+        self._lingering = False  # refused: the answer is sent, what arrives is dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -99,7 +104,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # uvicorn's own, but for the upgrade: it drops the bytes after an upgrade request
         # (a body, a pipelined request) and leaves the connection unanswered.
-        if self.parser is None:  # closed already: nothing more is read
+        if self.parser is None or self._lingering:  # closed or refused: nothing more is read
             return
         if self._awaiting_headers:
             self._header_bytes += len(data)
@@ -243,4 +248,17 @@ class EdgeProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self._awaiting_headers = False
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after the answer, drop what still arrives, close after LINGER_S (or
+        when the client does). The app, if it was reading a body, sees a disconnect now."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
