@@ -228,9 +228,9 @@ class EdgeProtocol(HttpToolsProtocol):
             )
 
     def _refuse(self, error: ErrorCode, message: str) -> None:
-        """Answer in the envelope and close: below the app, as no request exists yet (or
-        its answer has not started: the app then sees a disconnect)."""
-        if self.transport.is_closing():
+        """Answer in the envelope and end the connection (:meth:`_linger`): below the app,
+        as no request exists yet (or its answer has not started: the app sees a disconnect)."""
+        if self.transport.is_closing() or self._lingering:
             return
         answering = self.cycle is not None and not self.cycle.response_complete
         if answering and self.cycle.response_started:  # mid-answer: closing is all we can do

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from artifact.results import l2_normalize
 from service import errors
@@ -23,7 +23,7 @@ from service.core.inference import InferenceService, Upload
 from service.core.limits import Admission
 from service.errors import ServiceError
 from service.protocols.image_sources import SourceError, UrlPolicy, decode_base64, is_url
-from service.protocols.uploads import source_error
+from service.protocols.uploads import IMAGES_MARK, count_images_first, source_error
 
 
 class EmbeddingsRequest(BaseModel):
@@ -31,17 +31,13 @@ class EmbeddingsRequest(BaseModel):
     number of inputs is checked before any of them."""
 
     model: str
-    input: str | Annotated[list[str], Field(min_length=1, json_schema_extra={"x-images": True})] = (
-        Field(description="data URIs, base64 strings (or allowed URLs)")
-    )
+    input: (
+        str | Annotated[list[str], Field(min_length=1, json_schema_extra={IMAGES_MARK: True})]
+    ) = Field(description="data URIs, base64 strings (or allowed URLs)")
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None  # accepted for compatibility; not used
 
-    @field_validator("input", mode="before")
-    @classmethod
-    def _count_first(cls, value: Any, info: ValidationInfo) -> Any:
-        admission: Admission = (info.context or {})["admission"]
-        return admission.count_first(value)
+    _count_first = field_validator("input", mode="before")(count_images_first)
 
 
 def parse_embeddings(body: bytes, media_type: str, admission: Admission) -> EmbeddingsRequest:

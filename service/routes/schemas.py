@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from service.errors import REGISTRY
 from service.protocols.openai import EmbeddingsRequest
+from service.protocols.uploads import IMAGES_MARK
 
 
 class ModelRef(BaseModel):
@@ -93,12 +94,6 @@ class ModelsResponse(BaseModel):
     runtime: dict[str, Any] | None
 
 
-# /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI
-# cannot infer that from a dependency that reads the request itself: the OpenAPI says it here.
-# Marks a schema array of images; declare_max_files turns it into the server's maxItems.
-IMAGES_MARK = "x-images"
-
-
 def declare_limits(app: FastAPI, max_files: int) -> None:
     """``app``'s OpenAPI document (generated once, on first request) with the server's
     limits declared in it: :func:`declare_max_files`."""
@@ -133,6 +128,8 @@ def declare_max_files(openapi: dict[str, Any], max_files: int) -> dict[str, Any]
     return openapi
 
 
+# /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI
+# cannot infer that from a dependency that reads the request itself: the OpenAPI says it here.
 IMAGES_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,

@@ -2,7 +2,7 @@
 request's images against ``XCEPTION_MAX_FILES`` before it builds an object or an error per
 element, and a requested output is answered once. A real server, real HTTP.
 
-The old code answered each of these, but only after seconds of a stalled event loop and
+The old code answered most of these only after seconds of a stalled event loop and
 hundreds of MB (figures in docs/reliability.md); the bound below is ten times what they take
 now and a fraction of what they took.
 """
