@@ -75,13 +75,16 @@ class ModelRepository:
     async def reconcile(self, names: list[str] | None = None, retry_failed: bool = False) -> None:
         """Rescan; load what the policy wants, then drain what it no longer wants."""
         async with self._reconciling:
-            self.found = await self._scan()
-            self._forget_gone()
-            known = {name for name, _ in self.versions} | set(self.found)
-            for name in sorted(known if names is None else names):
-                if name not in self.held:
-                    await self._reconcile_model(name, self.found.get(name, {}), retry_failed)
-            self.scanned = True
+            await self._reconcile_locked(names, retry_failed)
+
+    async def _reconcile_locked(self, names: list[str] | None, retry_failed: bool) -> None:
+        self.found = await self._scan()
+        self._forget_gone()
+        known = {name for name, _ in self.versions} | set(self.found)
+        for name in sorted(known if names is None else names):
+            if name not in self.held:
+                await self._reconcile_model(name, self.found.get(name, {}), retry_failed)
+        self.scanned = True
 
     async def _scan(self) -> Found:
         return await asyncio.get_running_loop().run_in_executor(self._loader, self.source.scan)
@@ -156,8 +159,13 @@ class ModelRepository:
     async def load_model(self, name: str) -> list[ModelVersion]:
         """Serve ``name`` again (after an unload) and retry its failed versions; its ready
         versions, or ``model_load_failed`` with each version's reason."""
-        self.held.discard(name)
-        await self.reconcile([name], retry_failed=True)
+        # ``held`` changes only under the lock, and asyncio.Lock wakes its waiters first come,
+        # first served: loads and unloads take effect in the order they arrived. (Discarded
+        # before waiting, an unload queued behind this load re-held the name after a later
+        # load had already cleared it, and that load then skipped it: issue 34.)
+        async with self._reconciling:
+            self.held.discard(name)
+            await self._reconcile_locked([name], retry_failed=True)
         if name not in self.found:
             raise ServiceError(
                 errors.MODEL_NOT_FOUND, f"no model {name!r} in the repository; {self.listing()}"

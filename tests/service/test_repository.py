@@ -318,6 +318,21 @@ def test_tritonclient_lists_unloads_and_loads(live: ServiceProcess) -> None:
     with pytest.raises(InferenceServerException, match="no model 'vgg'"):
         client.load_model("vgg", headers=ADMIN)
 
+    # Control calls take effect in the order they arrive: unload, load, an unload while that
+    # load runs, load -> the last word was a load, so the model serves (issue 34: it stayed
+    # unloaded, the queued unload re-holding it after the last load had cleared it).
+    def control(action: str) -> int:
+        url = f"{live.url}/v2/repository/models/xception/{action}"
+        return httpx.post(url, headers=ADMIN, timeout=120).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        calls = []
+        for action in ("unload", "load", "unload", "load"):
+            calls.append(pool.submit(control, action))
+            time.sleep(0.3)  # each arrives after the one before; a load takes seconds
+        assert [call.result() for call in calls] == [200, 200, 200, 200]
+    assert client.is_model_ready("xception")
+
 
 def _counter(url: str, name: str, key: str) -> float:
     for model in httpx.get(f"{url}/v1/models", timeout=30).json()["models"]:
