@@ -33,7 +33,7 @@ from service.core.priority import started_pool
 from service.errors import ServiceError
 from service.repository.selection import RepositorySettings
 from service.repository.sources import Found, ModelSource
-from service.repository.version import ModelVersion
+from service.repository.version import ModelVersion, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,20 @@ class ModelRepository:
 
     # -- scanning and loading ------------------------------------------------------------
 
-    async def reconcile(self, names: list[str] | None = None, retry_failed: bool = False) -> None:
-        """Rescan; load what the policy wants, then drain what it no longer wants."""
+    async def reconcile(self, load: str | None = None) -> None:
+        """Rescan; load what the policy wants, then drain what it no longer wants. ``load``: a
+        model loaded on request, served again and its failed versions retried — decided under
+        the lock, first come, first served, so control calls take effect in arrival order."""
         async with self._reconciling:
-            await self._reconcile_locked(names, retry_failed)
-
-    async def _reconcile_locked(self, names: list[str] | None, retry_failed: bool) -> None:
-        self.found = await self._scan()
-        self._forget_gone()
-        known = {name for name, _ in self.versions} | set(self.found)
-        for name in sorted(known if names is None else names):
-            if name not in self.held:
-                await self._reconcile_model(name, self.found.get(name, {}), retry_failed)
-        self.scanned = True
+            if load is not None:
+                self.held.discard(load)
+            self.found = await self._scan()
+            self._forget_gone()
+            known = {name for name, _ in self.versions} | set(self.found)
+            for name in sorted(known if load is None else [load]):
+                if name not in self.held:
+                    await self._reconcile_model(name, self.found.get(name, {}), load is not None)
+            self.scanned = True
 
     async def _scan(self) -> Found:
         return await asyncio.get_running_loop().run_in_executor(self._loader, self.source.scan)
@@ -159,13 +160,7 @@ class ModelRepository:
     async def load_model(self, name: str) -> list[ModelVersion]:
         """Serve ``name`` again (after an unload) and retry its failed versions; its ready
         versions, or ``model_load_failed`` with each version's reason."""
-        # ``held`` changes only under the lock, and asyncio.Lock wakes its waiters first come,
-        # first served: loads and unloads take effect in the order they arrived. (Discarded
-        # before waiting, an unload queued behind this load re-held the name after a later
-        # load had already cleared it, and that load then skipped it: issue 34.)
-        async with self._reconciling:
-            self.held.discard(name)
-            await self._reconcile_locked([name], retry_failed=True)
+        await self.reconcile(load=name)
         if name not in self.found:
             raise ServiceError(
                 errors.MODEL_NOT_FOUND, f"no model {name!r} in the repository; {self.listing()}"
@@ -282,9 +277,7 @@ class ModelRepository:
                 await self.reconcile()
                 self.scan_error = None
             except Exception as exc:  # an unreadable folder must not end serving or polling
-                self.scan_error = (
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                )
+                self.scan_error = first_line(exc)
                 logger.exception("repository scan failed")
             if interval_s <= 0:
                 return

@@ -26,6 +26,12 @@ State = Literal["loading", "ready", "draining", "unloaded", "failed"]
 LEASE_POLL_S = 0.02
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception in one line, for a reason shown to clients and in readiness."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 class ModelVersion:
     """A ``<name>/<version>`` the repository knows about, loaded or not."""
 
@@ -72,7 +78,7 @@ class ModelVersion:
         except Exception as exc:  # whatever fails (a file, ONNX Runtime at warm-up): not served
             if inference is not None:
                 await inference.close(timeout_s=0.0)
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            message = first_line(exc)
             if not isinstance(exc, ModelLoadError):  # ours name the file; others may not
                 message = f"{self.path}: {type(exc).__name__}: {message}"
             self._set("failed", message)
