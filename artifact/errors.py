@@ -35,6 +35,11 @@ class UnsupportedAspectRatio(ImageError):
     """Valid, but resizing it would cost far more than its size suggests."""
 
 
+class ImageTooComplex(ImageError):
+    """Valid, but its structure (progressive scans, strip or tile counts) would make the
+    decode cost far more than its pixels: refused from the header."""
+
+
 def was_interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is a Ctrl-C, or came from one: a KeyboardInterrupt raised while a native
     extension initialises (onnxruntime, torch) surfaces as the ImportError it caused, and the

@@ -8,12 +8,13 @@ with :func:`list_images`, and every decode — uploads included — goes through
 
 from __future__ import annotations
 
-import io
+import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from artifact.decode_cost import DECODE_BLOCK, DeadlineReader, check_structure
 from artifact.errors import (
     EmptyImage,
     ImageTooLarge,
@@ -56,17 +57,23 @@ def open_image(
     max_pixels: int,
     max_aspect_ratio: float,
     formats: frozenset[str] | None = None,
+    deadline: float | None = None,
+    abandoned: threading.Event | None = None,
 ) -> Image.Image:
     """Bytes → a lazily decoded Pillow image whose size is within the limits, of one of
-    ``formats`` (Pillow's names; None: any), and not decoded by Pillow in pure Python.
+    ``formats`` (Pillow's names; None: any), not decoded by Pillow in pure Python, and of a
+    structure that costs no more than its pixels (:mod:`artifact.decode_cost`).
 
+    ``deadline`` (``time.monotonic``) and ``abandoned``: the decode stops with
+    :class:`~artifact.decode_cost.DecodeTimedOut` at its next block once either says so.
     Raises an :class:`~artifact.errors.ImageError` naming ``name`` (the limits' setting
     names are the service's, the place a user most often meets them).
     """
     if not data:
         raise EmptyImage(f"{name}: the file is empty")
+    check_structure(data, name)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(DeadlineReader(data, deadline, abandoned))
     except Image.DecompressionBombError as exc:
         # Pillow's own net (2 × Image.MAX_IMAGE_PIXELS) caught it before our limit could.
         raise ImageTooLarge(
@@ -85,6 +92,7 @@ def open_image(
     except (OSError, ValueError, SyntaxError) as exc:
         raise UndecodableImage(f"{name}: cannot decode the image header ({exc})") from exc
     _check_decoder(image, name, formats)
+    image.decodermaxblock = DECODE_BLOCK
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(

@@ -10,6 +10,7 @@ service feeds the network the pixels its weights were evaluated with
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,10 +99,20 @@ class Preprocessor:
             fill=(red, green, blue),
         )
 
-    def __call__(self, data: bytes, filename: str = "") -> np.ndarray:
-        """Bytes of one image → uint8 [H, W, 3]; raises an ImageError naming ``filename``."""
+    def __call__(
+        self,
+        data: bytes,
+        filename: str = "",
+        deadline: float | None = None,
+        abandoned: threading.Event | None = None,
+    ) -> np.ndarray:
+        """Bytes of one image → uint8 [H, W, 3]; raises an ImageError naming ``filename``,
+        or :class:`~artifact.decode_cost.DecodeTimedOut` once ``deadline``
+        (``time.monotonic``) has passed or ``abandoned`` is set."""
         name = filename or "upload"
-        image = open_image(data, name, self.max_pixels, self.max_aspect_ratio, self.formats)
+        image = open_image(
+            data, name, self.max_pixels, self.max_aspect_ratio, self.formats, deadline, abandoned
+        )
         try:
             return self._pixels(image)
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:

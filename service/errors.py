@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from artifact.decode_cost import MAX_JPEG_SCANS
+
 
 @dataclass(frozen=True)
 class ErrorCode:
@@ -112,6 +114,13 @@ UNSUPPORTED_ASPECT_RATIO = ErrorCode(
     "unsupported_aspect_ratio",
     "longer side over `XCEPTION_MAX_ASPECT_RATIO` × the shorter",
 )
+IMAGE_TOO_COMPLEX = ErrorCode(
+    422,
+    "image_too_complex",
+    f"a JPEG of more than {MAX_JPEG_SCANS} progressive scans, or a TIFF listing more strips "
+    "or tiles than its size needs: read from the header, the decode would cost far more than "
+    "its pixels",
+)
 HEADERS_TOO_LARGE = ErrorCode(
     431,
     "headers_too_large",
@@ -164,7 +173,7 @@ TIMEOUT = ErrorCode(
     504,
     "timeout",
     "no result within `XCEPTION_REQUEST_TIMEOUT_S` (or the request's own, shorter, v2 "
-    "`parameters.timeout`)",
+    "`parameters.timeout`), decoding included: a decode still running then stops",
 )
 
 REGISTRY: tuple[ErrorCode, ...] = tuple(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from opentelemetry import trace
 
+from artifact.decode_cost import DecodeTimedOut
 from artifact.preprocess import Preprocessor
 from artifact.runtime import ModelRuntime
 from service import errors
@@ -140,17 +142,11 @@ class InferenceService:
         """ImageOutputs (probabilities, features) for each upload, in upload order.
 
         ``context``: the request's admission ticket (released once its images are queued),
-        its client-gone signal (its queued images are then skipped) and its deadline."""
+        its client-gone signal (its queued images are then skipped) and its deadline, which
+        decoding counts against."""
         self.accept(len(uploads), context)
-        self.deadline(context)  # from here, decoding counts against it
-        loop = asyncio.get_running_loop()
         with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
-            images = await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._decode_pool, self.preprocess, u.data, u.filename)
-                    for u in uploads
-                )
-            )
+            images = await self._decode(uploads, self.deadline(context), context)
         return await self._queue(images, context)
 
     async def infer_pixels(
@@ -159,6 +155,33 @@ class InferenceService:
         """ImageOutputs for images already at the model's input size (uint8 [H, W, 3] each)."""
         self.accept(len(images), context)
         return await self._queue(images, context)
+
+    async def _decode(
+        self, uploads: list[Upload], deadline: float, context: RequestContext
+    ) -> list[np.ndarray]:
+        """Decode in the shared pool, answering by the deadline whatever the decodes do: a
+        decode still running then stops at its next block (``abandoned``), as do the other
+        images of a request that one bad image has already failed."""
+        loop = asyncio.get_running_loop()
+        # The decode threads read time.monotonic(), which need not be the loop's clock.
+        until = time.monotonic() + (deadline - loop.time())
+        abandoned = threading.Event()
+        decodes = asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._decode_pool, self.preprocess, u.data, u.filename, until, abandoned
+                )
+                for u in uploads
+            )
+        )
+        decodes.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await self._settle(decodes, deadline, context)
+            return list(decodes.result())
+        except DecodeTimedOut as exc:
+            raise _timed_out(self._timeout_s(context)) from exc
+        finally:
+            abandoned.set()
 
     async def _queue(self, images: list[np.ndarray], context: RequestContext) -> list[ImageOutputs]:
         deadline = self.deadline(context)
@@ -176,29 +199,50 @@ class InferenceService:
         deadline: float,
         context: RequestContext,
     ) -> list[ImageOutputs]:
-        loop = asyncio.get_running_loop()
         rows = asyncio.gather(*futures)
         # Its outcome is read even when nobody waits for it any more (cancelled images):
         # otherwise asyncio logs "exception was never retrieved" for each such request.
         rows.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await self._settle(rows, deadline, context)
+            return list(rows.result())
+        except ServiceError:
+            for future in futures:
+                future.cancel()  # queued images are skipped by the batcher
+            raise
+        except DeadlineExceeded as exc:
+            raise _timed_out(self._timeout_s(context)) from exc
+        except BatchFailed as exc:
+            raise ServiceError(
+                errors.INFERENCE_FAILED, f"inference failed for this batch: {exc}"
+            ) from exc
+        except BatcherClosed as exc:
+            raise _shutting_down(str(exc)) from exc
+        finally:
+            if not rows.done():
+                rows.cancel()
+
+    async def _settle(
+        self, work: asyncio.Future[Any], deadline: float, context: RequestContext
+    ) -> None:
+        """Returns once ``work`` is done; raises the answer when the client leaves first
+        (499), or the deadline passes (504) — moved into the drain time (503) by a drain
+        that starts meanwhile. The one place a request's waiting ends."""
+        loop = asyncio.get_running_loop()
         gone = asyncio.ensure_future(context.gone())
         drain = loop.create_task(self.drain.event.wait())
-        waiting: set[asyncio.Future[Any]] = {rows, gone, drain}
-        timeout_s = context.timeout_s or self.limits.admission.request_timeout_s
+        waiting: set[asyncio.Future[Any]] = {work, gone, drain}
         try:
             while True:
-                # A drain that starts while we wait moves the deadline into the drain time.
                 until = min(deadline, self.drain.deadline)
                 await asyncio.wait(
                     waiting, timeout=until - loop.time(), return_when=asyncio.FIRST_COMPLETED
                 )
-                if rows.done() or gone.done() or loop.time() >= until:
+                if work.done() or gone.done() or loop.time() >= until:
                     break
                 waiting.discard(drain)
-            if rows.done():
-                return list(rows.result())
-            for future in futures:
-                future.cancel()  # queued images are skipped by the batcher
+            if work.done():
+                return
             if gone.done():
                 raise ServiceError(
                     errors.CLIENT_CLOSED_REQUEST,
@@ -209,20 +253,13 @@ class InferenceService:
                     "the server is shutting down and could not finish this request within "
                     "its drain time (XCEPTION_DRAIN_TIMEOUT_S)"
                 )
-            raise _timed_out(timeout_s)
-        except DeadlineExceeded as exc:
-            raise _timed_out(timeout_s) from exc
-        except BatchFailed as exc:
-            raise ServiceError(
-                errors.INFERENCE_FAILED, f"inference failed for this batch: {exc}"
-            ) from exc
-        except BatcherClosed as exc:
-            raise _shutting_down(str(exc)) from exc
+            raise _timed_out(self._timeout_s(context))
         finally:
             gone.cancel()
             drain.cancel()
-            if not rows.done():
-                rows.cancel()
+
+    def _timeout_s(self, context: RequestContext) -> float:
+        return context.timeout_s or self.limits.admission.request_timeout_s
 
 
 def _timed_out(timeout_s: float) -> ServiceError:

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from artifact.errors import (
     EmptyImage,
     ImageError,
+    ImageTooComplex,
     ImageTooLarge,
     NotAnImage,
     UndecodableImage,
@@ -45,6 +46,7 @@ IMAGE_ERRORS: dict[type[ImageError], ErrorCode] = {
     NotAnImage: errors.UNSUPPORTED_MEDIA_TYPE,
     # Valid, but resizing it would cost far more than its size suggests.
     UnsupportedAspectRatio: errors.UNSUPPORTED_ASPECT_RATIO,
+    ImageTooComplex: errors.IMAGE_TOO_COMPLEX,
 }
 # Starlette's own HTTP errors (routing) by status.
 HTTP_ERRORS = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}
