@@ -145,8 +145,12 @@ class InferenceService:
         its client-gone signal (its queued images are then skipped) and its deadline, which
         decoding counts against."""
         self.accept(len(uploads), context)
-        with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
-            images = await self._decode(uploads, self.deadline(context), context)
+        try:
+            with tracer.start_as_current_span("decode", attributes={"images": len(uploads)}):
+                images = await self._decode(uploads, self.deadline(context), context)
+        except BaseException:
+            context.release()  # answered before queueing: its room goes back now
+            raise
         return await self._queue(images, context)
 
     async def infer_pixels(
