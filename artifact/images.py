@@ -41,6 +41,13 @@ MAGIC = {
 }
 
 
+def media_types(formats: frozenset[str]) -> list[str]:
+    """The media types of Pillow format names (``JPEG`` → ``image/jpeg``), sorted: what the
+    API's schema declares an upload part may be. A format Pillow gives no type is left out."""
+    Image.init()  # Image.MIME is filled as each format's plugin registers
+    return sorted({Image.MIME[f] for f in formats if f in Image.MIME})
+
+
 def is_image_file(path: Path) -> bool:
     """An image by its extension, and not a hidden file (``.DS_Store``, ``._x.jpg``)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

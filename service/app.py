@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.include_router(repository_routes.router)
     app.include_router(pages.router)
     pages.mount_ui(app)
-    schemas.declare_limits(app, settings.max_files)
+    schemas.declare_limits(app, slices.inference(settings))
 
     # add_middleware wraps: the last added runs first. A request meets: its id → metrics (sees
     # every answer) → page headers → the gate (route, API key, admission: from the headers

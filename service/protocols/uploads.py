@@ -29,7 +29,7 @@ HOW_TO_SEND = (
 
 
 # Marks a JSON-schema array of images: the OpenAPI document turns it into maxItems =
-# XCEPTION_MAX_FILES (service.routes.schemas.declare_max_files).
+# XCEPTION_MAX_FILES (service.routes.schemas.declared).
 IMAGES_MARK = "x-images"
 
 

@@ -6,8 +6,10 @@ import copy
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from artifact.images import media_types
+from service.core.limits import InferenceLimits
 from service.errors import REGISTRY
 from service.protocols.openai import EmbeddingsRequest
 from service.protocols.uploads import IMAGES_MARK
@@ -94,30 +96,35 @@ class ModelsResponse(BaseModel):
     runtime: dict[str, Any] | None
 
 
-def declare_limits(app: FastAPI, max_files: int) -> None:
+def declare_limits(app: FastAPI, limits: InferenceLimits) -> None:
     """``app``'s OpenAPI document (generated once, on first request) with the server's
-    limits declared in it: :func:`declare_max_files`."""
+    limits declared in it: :func:`declared`."""
     generate = app.openapi
+    max_files = limits.admission.max_files
+    types = media_types(limits.images.image_formats)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = declare_max_files(generate(), max_files)
+            app.openapi_schema = declared(generate(), max_files, types)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def declare_max_files(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
-    """The OpenAPI document with ``maxItems: XCEPTION_MAX_FILES`` on every array of images
-    (the schema as strict as the server: a longer list is refused 413 before its elements
-    are read, so a client or fuzzer must not call it valid). A copy: the routes' schema
-    fragments are shared module constants."""
+def declared(openapi: dict[str, Any], max_files: int, types: list[str]) -> dict[str, Any]:
+    """The OpenAPI document as strict as the server, so that a client or fuzzer does not
+    call valid what is refused: ``maxItems: XCEPTION_MAX_FILES`` on every array of images
+    (a longer list is refused 413 before its elements are read), and the media types of
+    ``XCEPTION_IMAGE_FORMATS`` as each multipart image part's ``contentType`` (another
+    format is 415). A copy: the routes' schema fragments are shared module constants."""
     openapi = copy.deepcopy(openapi)
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             if node.pop(IMAGES_MARK, False):
                 node["maxItems"] = max_files
+            if node.pop(IMAGE_TYPES_MARK, False):
+                node["contentType"] = ", ".join(types)
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):
@@ -127,6 +134,9 @@ def declare_max_files(openapi: dict[str, Any], max_files: int) -> dict[str, Any]
     visit(openapi)
     return openapi
 
+
+# Marks a multipart part's encoding: declared() writes XCEPTION_IMAGE_FORMATS' media types.
+IMAGE_TYPES_MARK = "x-image-types"
 
 # /classify and /features accept three kinds of body (service.protocols.uploads); FastAPI
 # cannot infer that from a dependency that reads the request itself: the OpenAPI says it here.
@@ -146,7 +156,8 @@ IMAGES_REQUEST_BODY: dict[str, Any] = {
                         }
                     },
                     "required": ["file"],
-                }
+                },
+                "encoding": {"file": {IMAGE_TYPES_MARK: True}},
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/json": {
@@ -199,7 +210,7 @@ class V2InferRequest(BaseModel):
     """``POST /v2/models/{name}[/versions/{version}]/infer`` (service.protocols.v2)."""
 
     id: str | None = None
-    inputs: list[V2Tensor]
+    inputs: list[V2Tensor] = Field(min_length=1)  # none is 400: nothing to infer
     outputs: list[V2RequestedOutput] | None = None
     parameters: dict[str, Any] | None = None  # binary_data_output, timeout (µs)
 

@@ -469,11 +469,29 @@ def test_a_content_length_of_any_digits_is_read_without_error() -> None:
         assert content_length(scope(odd)) == UNREADABLE_LENGTH
 
 
-def test_the_image_format_allow_list_reaches_the_service(exported_model: Path) -> None:
-    """XCEPTION_IMAGE_FORMATS set to a non-default value is what uploads meet: 415 naming it."""
-    with TestClient(create_app(make_settings(exported_model, image_formats="png"))) as app:
+def test_the_image_format_allow_list_reaches_the_service_and_its_schema(
+    exported_model: Path,
+) -> None:
+    """XCEPTION_IMAGE_FORMATS and XCEPTION_MAX_FILES set to non-default values are what
+    uploads meet (415 naming the formats, 413 past the count) and what the OpenAPI document
+    declares: each media type it lists for a multipart part is accepted when a real image
+    of that type is sent, one it leaves out is refused."""
+    settings = make_settings(exported_model, image_formats="png,webp", max_files=2)
+    with TestClient(create_app(settings)) as app:
         wait_ready(app)
         refused = app.post("/classify", files=files(("cat.jpg", image_bytes("chelsea.jpg"))))
         assert_envelope(refused, 415, "unsupported_media_type")
-        assert "XCEPTION_IMAGE_FORMATS: PNG" in refused.json()["error"]["message"]
-        assert app.post("/classify", files=files(("c.png", image_bytes("coffee.png")))).is_success
+        assert "XCEPTION_IMAGE_FORMATS: PNG, WEBP" in refused.json()["error"]["message"]
+        body = app.get("/openapi.json").json()["paths"]["/classify"]["post"]
+        body = body["requestBody"]["content"]
+        multipart = body["multipart/form-data"]
+        declared = multipart["encoding"]["file"]["contentType"].split(", ")
+        assert declared == ["image/png", "image/webp"]
+        picture = Image.open(io.BytesIO(image_bytes("chelsea.jpg"))).convert("RGB")
+        for media in declared:
+            fmt = media.removeprefix("image/").upper()
+            sent = files((f"cat.{fmt.lower()}", encode(picture, fmt)))
+            assert app.post("/classify", files=sent).is_success, media
+        assert multipart["schema"]["properties"]["file"]["maxItems"] == 2
+        three = files(*[("c.png", image_bytes("coffee.png"))] * 3)
+        assert_envelope(app.post("/classify", files=three), 413, "too_many_files")

@@ -372,3 +372,14 @@ def test_a_header_length_equal_to_the_body_is_a_json_only_request(server: Servic
         url, content=body, headers={"Inference-Header-Content-Length": str(len(body) + 1)},
         timeout=60,
     ).json()["error"]  # fmt: skip
+
+
+def test_the_schema_asks_for_an_input_as_the_server_does(server: ServiceProcess) -> None:
+    """``{"inputs": []}`` is 400 (nothing to infer), and both infer paths' OpenAPI say so
+    (``minItems: 1``): Schemathesis's positive_data_acceptance found the schema allowing it."""
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["properties"]["inputs"]["minItems"] == 1, path
+    empty = httpx.post(f"{server.url}/v2/models/xception/infer", json={"inputs": []})
+    assert empty.status_code == 400, empty.text
